@@ -1,0 +1,5 @@
+"""ftq sandbox commands."""
+
+from __future__ import annotations
+
+from cli.main import main  # noqa: F401

@@ -1,0 +1,127 @@
+"""ftq settings: one pydantic-settings object, environment variables prefixed ``FTQ_``.
+
+With nothing set, ftq runs on the embedded default: SQLite and Celery's filesystem
+transport under the data folder, and the sandbox as upstream. Outside dev mode the
+insecure defaults (built-in secret key, sandbox upstream) are refused at start-up.
+Nested groups are set with a double underscore, e.g. ``FTQ_WEBHOOKS__TIMEOUT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Only ever valid in dev mode; production refuses to start with it.
+DEV_SECRET_KEY = "ftq-dev-insecure-secret-key-change-me"
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised when a production deployment would run on a development default."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FTQ_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    env: Literal["dev", "production"] = "dev"
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: sqlite under data_dir
+    broker_url: str | None = None  # default: Celery filesystem transport under data_dir
+    log_format: Literal["json", "console"] | None = None  # default: console in dev, json otherwise
+    log_level: str = "INFO"
+
+    # Keys API keys are hashed with (HMAC-SHA256); distinct from the encryption keys.
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    # Comma-separated Fernet keys, newest first (MultiFernet: rotate by prepending).
+    # Empty in dev: a key is derived from secret_key.
+    encryption_keys: SecretStr = SecretStr("")
+
+    # The deployment-wide default upstream. No key in dev -> the sandbox.
+    provider_base_url: str | None = None
+    provider_api_key: SecretStr | None = None
+    provider_organization: str | None = None
+    provider_project: str | None = None
+    provider_timeout_seconds: float = 60.0
+    provider_max_retries: int = 2  # reads only; creates always run with 0
+
+    max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
+
+    # Sweeper, reconciler and leases.
+    sweep_interval_seconds: float = 10.0
+    reconcile_interval_seconds: float = 30.0
+    lease_seconds: float = 120.0
+    submit_stale_seconds: float = 60.0  # a pending submission untouched this long is re-enqueued
+    max_submit_attempts: int = 8  # poison-pill guard
+    poll_interval_min_seconds: float = 15.0
+    poll_interval_max_seconds: float = 600.0
+    poll_jitter: float = 0.2
+
+    # Celery
+    task_time_limit_seconds: int = 300
+    broker_visibility_timeout_seconds: int = 3600
+
+    sandbox_port: int = 8765
+    api_port: int = 8000
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if self.env == "dev":
+            return self
+        problems = []
+        if self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+            problems.append("FTQ_SECRET_KEY is the development default")
+        if not self.encryption_keys.get_secret_value():
+            problems.append("FTQ_ENCRYPTION_KEYS is empty")
+        if not self.provider_api_key:
+            problems.append("FTQ_PROVIDER_API_KEY is not set (the sandbox is dev-only)")
+        if problems:
+            raise InsecureConfiguration(
+                "refusing to start outside dev mode: " + "; ".join(problems)
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ftq.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def storage_dir(self) -> Path:
+        return (self.data_dir / "files").resolve()
+
+    @property
+    def resolved_log_format(self) -> str:
+        return self.log_format or ("console" if self.env == "dev" else "json")
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def poll_interval_bounds(self) -> tuple[float, float]:
+        return self.poll_interval_min_seconds, self.poll_interval_max_seconds
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
+
+
+__all__ = ["DEV_SECRET_KEY", "Field", "InsecureConfiguration", "Settings", "get_settings"]
