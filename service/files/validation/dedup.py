@@ -1,0 +1,80 @@
+"""Duplicate detection in fixed memory: 8-byte hashes in an open-addressing table.
+
+Memory is ``capacity * 12`` bytes per table whatever the file size. Once the table is 75 %
+full, new hashes are still looked up but no longer stored, and the caller reports that
+duplicate detection became partial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+
+import orjson
+
+_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+_MASK64 = (1 << 64) - 1
+_MAX_LOAD = 0.75
+
+
+def hash64(data: bytes) -> int:
+    # blake2b is stable across processes, unlike hash(), which is salted per interpreter.
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
+
+
+def exact_hash(example: object) -> int:
+    """Key order and whitespace don't make two examples different."""
+    return hash64(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
+
+
+def normalize_text(text: str) -> str:
+    return " ".join(text.casefold().translate(_PUNCTUATION).split())
+
+
+def near_hash(text: str, min_chars: int) -> int:
+    """0 when the normalized text is too short to call two examples near duplicates."""
+    normalized = normalize_text(text)
+    if len(normalized) < min_chars:
+        return 0
+    return hash64(normalized.encode("utf-8", "replace"))
+
+
+class HashIndex:
+    """hash -> first line number, in two flat arrays (no per-entry Python objects)."""
+
+    def __init__(self, capacity: int) -> None:
+        size = 1
+        while size < capacity:
+            size <<= 1
+        self._mask = size - 1
+        self._keys = array("Q", bytes(8 * size))
+        self._lines = array("I", bytes(4 * size))
+        self._limit = int(size * _MAX_LOAD)
+        self.size = 0
+        self.saturated = False
+
+    def _slot(self, key: int) -> int:
+        keys, mask = self._keys, self._mask
+        slot = (key * 0x9E3779B97F4A7C15 & _MASK64) >> 20 & mask
+        while True:
+            stored = keys[slot]
+            if stored == 0 or stored == key:
+                return slot
+            slot = (slot + 1) & mask
+
+    def get(self, key: int) -> int | None:
+        slot = self._slot(key)
+        return self._lines[slot] if self._keys[slot] == key else None
+
+    def add_or_get(self, key: int, line: int) -> int | None:
+        """Returns the first line seen with ``key``, or records ``line`` and returns None."""
+        slot = self._slot(key)
+        if self._keys[slot] == key:
+            return self._lines[slot]
+        if self.size >= self._limit:
+            self.saturated = True
+            return None
+        self._keys[slot] = key
+        self._lines[slot] = min(line, 0xFFFFFFFF)
+        self.size += 1
+        return None

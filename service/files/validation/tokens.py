@@ -1,0 +1,162 @@
+"""Offline token counting with the cookbook's chat rule (openai-contract.md §4.3).
+
+Counts go straight to the ``bpe_openai`` Rust backend's ``count``: the tiktoken-compatible
+wrapper adds per-call bookkeeping (timers, result objects, special-token regexes) that costs
+more than encoding a short message. Special-token text such as ``<|endoftext|>`` is counted as
+ordinary text, which is how the fine-tuning service sees user data.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import orjson
+
+O200K = "o200k_base"
+CL100K = "cl100k_base"
+
+# Longest matching prefix wins. Dated snapshots are covered by their family prefix, which is
+# why this table exists at all: bpe_openai's own lookup misses e.g. gpt-4o-mini-2024-07-18.
+MODEL_ENCODING_PREFIXES: dict[str, str] = {
+    "gpt-4o": O200K,
+    "gpt-4.1": O200K,
+    "gpt-4.5": O200K,
+    "gpt-5": O200K,
+    "chatgpt-4o": O200K,
+    "o1": O200K,
+    "o3": O200K,
+    "o4": O200K,
+    "gpt-4": CL100K,
+    "gpt-3.5": CL100K,
+    "babbage-002": CL100K,
+    "davinci-002": CL100K,
+}
+DEFAULT_ENCODING = O200K
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+
+
+class TokenCounter(Protocol):
+    def count(self, text: str) -> int: ...
+
+
+def base_model(model: str) -> str:
+    """``ft:gpt-4o-mini-2024-07-18:org::abc`` -> ``gpt-4o-mini-2024-07-18``."""
+    if model.startswith("ft:"):
+        parts = model.split(":")
+        if len(parts) > 1 and parts[1]:
+            return parts[1]
+    return model
+
+
+def encoding_for_model(model: str) -> str:
+    name = base_model(model)
+    best = ""
+    for prefix in MODEL_ENCODING_PREFIXES:
+        if name.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return MODEL_ENCODING_PREFIXES[best] if best else DEFAULT_ENCODING
+
+
+class CachedCounter:
+    """Counts tokens per distinct string with a bounded LRU cache (system prompts repeat)."""
+
+    def __init__(self, encoding: str, cache_size: int = 4_096) -> None:
+        from bpe_openai import _bindings
+
+        self.encoding = encoding
+        self._backend = _bindings.tokenizer_for_encoding(encoding)
+        self.count: Callable[[str], int] = functools.lru_cache(maxsize=cache_size)(
+            self._count_uncached
+        )
+
+    def _count_uncached(self, text: str) -> int:
+        try:
+            return self._backend.count(text)
+        except UnicodeEncodeError:
+            # Lone surrogates cannot be UTF-8 encoded; count what the provider would see.
+            return self._backend.count(text.encode("utf-8", "replace").decode("utf-8"))
+
+
+@functools.cache
+def get_counter(encoding: str, cache_size: int = 4_096) -> CachedCounter:
+    """One counter per process and encoding: loading an encoding costs ~100 MB and ~0.1 s."""
+    return CachedCounter(encoding, cache_size)
+
+
+def _content_text_tokens(content: Any, count: Callable[[str], int]) -> int:
+    if isinstance(content, str):
+        return count(content)
+    total = 0
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                total += count(part["text"])
+    return total
+
+
+def _function_tokens(function: Any, count: Callable[[str], int]) -> int:
+    if not isinstance(function, Mapping):
+        return 0
+    total = 0
+    for key in ("name", "arguments"):
+        value = function.get(key)
+        if isinstance(value, str):
+            total += count(value)
+    return total
+
+
+def count_message_tokens(message: Mapping[str, Any], count: Callable[[str], int]) -> int:
+    """The cookbook rule for one message, extended to values the cookbook would crash on.
+
+    Every string value counts (plus one for ``name``); non-string scalars such as ``weight``
+    are skipped; text parts, ``tool_calls`` and ``function_call`` count their text.
+    """
+    total = TOKENS_PER_MESSAGE
+    for key, value in message.items():
+        if isinstance(value, str):
+            total += count(value)
+            if key == "name":
+                total += TOKENS_PER_NAME
+        elif key == "content":
+            total += _content_text_tokens(value, count)
+        elif key == "tool_calls" and isinstance(value, list):
+            for call in value:
+                if isinstance(call, Mapping):
+                    total += _function_tokens(call.get("function"), count)
+        elif key == "function_call":
+            total += _function_tokens(value, count)
+    return total
+
+
+def count_tools_tokens(tools: Any, count: Callable[[str], int]) -> int:
+    """Tool schemas are part of the prompt; counted as their compact JSON (an approximation)."""
+    if not tools:
+        return 0
+    return count(orjson.dumps(tools).decode())
+
+
+def count_chat_tokens(example: Mapping[str, Any], enc: TokenCounter) -> int:
+    """Tokens of one chat example: 3 per message + its values, plus 3 for reply priming."""
+    count = enc.count
+    total = TOKENS_REPLY_PRIMING
+    messages = example.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, Mapping):
+                total += count_message_tokens(message, count)
+    total += count_tools_tokens(example.get("tools"), count)
+    return total
+
+
+def count_assistant_tokens(messages: Any, count: Callable[[str], int]) -> int:
+    total = 0
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, Mapping) and message.get("role") == "assistant":
+                total += _content_text_tokens(message.get("content"), count)
+    return total
