@@ -51,6 +51,20 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
 
+    # Base models a job may name (``ft:`` models of the same team are accepted too).
+    fine_tunable_models: list[str] = [
+        "gpt-4.1-2025-04-14",
+        "gpt-4.1-mini-2025-04-14",
+        "gpt-4.1-nano-2025-04-14",
+        "gpt-4o-2024-08-06",
+        "gpt-4o-mini-2024-07-18",
+        "gpt-4o-mini",
+        "gpt-4.1-mini",
+        "gpt-3.5-turbo-0125",
+        "babbage-002",
+        "davinci-002",
+    ]
+
     # Sweeper, reconciler and leases.
     sweep_interval_seconds: float = 10.0
     reconcile_interval_seconds: float = 30.0

@@ -1,0 +1,33 @@
+"""The FastAPI app: OpenAI-shaped routes over ftq's services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routers import files, health, jobs, models
+from service.broker import publish
+from service.config import get_settings
+from service.dispatch import install_publisher
+from service.logging import configure_logging
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings, process="api")
+    install_publisher(publish)
+
+    app = FastAPI(
+        title="ftq",
+        description="Fine-tuning queue: an OpenAI-compatible, multi-tenant fine-tuning service.",
+        version="0.1.0",
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in (health.router, files.router, jobs.router, models.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

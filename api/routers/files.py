@@ -1,0 +1,93 @@
+"""/v1/files: OpenAI's Files API, plus the validation report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Reader, Writer
+from api.uploads import read_upload
+from service.db import session_scope
+from service.files import service as files
+from service.files.storage import get_storage
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("")
+async def upload_file(request: Request, principal: Writer) -> dict[str, Any]:
+    parsed = await read_upload(request, get_storage())
+    assert parsed.staged is not None
+
+    def store() -> dict[str, Any]:
+        with session_scope() as session:
+            record = files.create_file(
+                session,
+                principal.team_id,
+                parsed.filename or "upload.jsonl",
+                parsed.fields.get("purpose", ""),
+                parsed.staged,  # type: ignore[arg-type]
+            )
+            return files.file_object(record)
+
+    return await run_in_threadpool(store)
+
+
+@router.get("")
+def list_files(
+    principal: Reader,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    after: str | None = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    with session_scope() as session:
+        rows, has_more = files.list_files(
+            session, principal.team_id, purpose=purpose, limit=limit, after=after, order=order
+        )
+        data = [files.file_object(r) for r in rows]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
+@router.get("/{file_id}")
+def retrieve_file(file_id: str, principal: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        return files.file_object(files.get_file(session, principal.team_id, file_id))
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, principal: Writer) -> dict[str, Any]:
+    with session_scope() as session:
+        record = files.delete_file(session, principal.team_id, file_id)
+        return {"id": record.id, "object": "file", "deleted": True}
+
+
+@router.get("/{file_id}/content")
+def file_content(file_id: str, principal: Reader) -> FileResponse:
+    with session_scope() as session:
+        record = files.get_file(session, principal.team_id, file_id)
+    return FileResponse(
+        files.file_path(record), media_type="application/octet-stream", filename=record.filename
+    )
+
+
+@router.get("/{file_id}/validation")
+def file_validation(file_id: str, principal: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        record = files.get_file(session, principal.team_id, file_id)
+        return {
+            "object": "file.validation",
+            "file_id": record.id,
+            "status": record.validation_status,
+            "verdict": record.verdict,
+            "report": record.report,
+        }

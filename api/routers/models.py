@@ -1,0 +1,90 @@
+"""/v1/models and /v1/chat/completions: using the team's fine-tuned models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import Reader, Writer
+from api.pagination import page
+from service.db import session_scope
+from service.errors import InvalidRequest, NotFound
+from service.jobs import service as jobs
+from service.jobs.inference import api_error_from_provider, provider_for_model
+from service.providers.base import ProviderError
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+def list_models(principal: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        return page(jobs.list_team_models(session, principal.team_id), False)
+
+
+@router.get("/v1/models/{model_id:path}")
+def retrieve_model(model_id: str, principal: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        for model in jobs.list_team_models(session, principal.team_id):
+            if model["id"] == model_id:
+                return model
+    raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
+    return body
+
+
+def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    try:
+        for chunk in chunks:
+            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    except ProviderError as error:
+        # Headers are gone already; tell the client in-band, as OpenAI does.
+        yield b"data: " + json.dumps(api_error_from_provider(error).to_body()).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    request: Request, principal: Writer
+) -> dict[str, Any] | StreamingResponse:
+    body = await _json_body(request)
+
+    def resolve() -> Any:
+        with session_scope() as session:
+            return provider_for_model(session, principal.team_id, body["model"])
+
+    provider = await run_in_threadpool(resolve)
+    if body.get("stream"):
+        try:
+            chunks = provider.chat_completion_stream(body)
+            first = await run_in_threadpool(next, chunks, None)
+        except ProviderError as error:
+            raise api_error_from_provider(error) from error
+
+        def replay() -> Iterator[dict[str, Any]]:
+            if first is not None:
+                yield first
+            yield from chunks
+
+        return StreamingResponse(_sse(replay()), media_type="text/event-stream")
+    try:
+        return await run_in_threadpool(provider.chat_completion, body)
+    except ProviderError as error:
+        raise api_error_from_provider(error) from error

@@ -1,0 +1,145 @@
+"""Files: create from a staged upload, read, list and delete — always within one team."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from service import ids
+from service.db import after_commit, utcnow
+from service.dispatch import enqueue
+from service.errors import InvalidRequest, NotFound
+from service.files.models import File
+from service.files.storage import StagedUpload, get_storage
+
+FINE_TUNE = "fine-tune"
+ACCEPTED_PURPOSES = ("fine-tune",)
+ALL_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+def _check_upload(filename: str, purpose: str, staged: StagedUpload) -> None:
+    if purpose not in ALL_PURPOSES:
+        raise InvalidRequest(
+            f"'{purpose}' is not one of {list(ALL_PURPOSES)} - 'purpose'", param="purpose"
+        )
+    if purpose not in ACCEPTED_PURPOSES:
+        raise InvalidRequest(
+            f"ftq accepts files with purpose 'fine-tune' only, not '{purpose}'.", param="purpose"
+        )
+    if staged.size == 0:
+        raise InvalidRequest("The uploaded file is empty.", param="file", code="empty_file")
+    if not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest(
+            f"Invalid file format for Fine-Tuning API. Must be .jsonl (got '{filename}').",
+            param="file",
+            code="invalid_file_format",
+        )
+    head = staged.head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if not head.startswith(b"{"):
+        raise InvalidRequest(
+            "The file does not look like JSONL: its first line is not a JSON object.",
+            param="file",
+            code="invalid_file_format",
+        )
+
+
+def create_file(
+    session: Session, team_id: str, filename: str, purpose: str, staged: StagedUpload
+) -> File:
+    """Store a staged upload as a new file; on any error the staged bytes are discarded."""
+    storage = get_storage()
+    try:
+        _check_upload(filename, purpose, staged)
+        file_id = ids.file_id()
+        key = f"{team_id}/{file_id}.jsonl"
+        storage.commit(staged, key)
+    except BaseException:
+        staged.discard()
+        raise
+    record = File(
+        id=file_id,
+        team_id=team_id,
+        filename=Path(filename).name[:512],
+        purpose=purpose,
+        bytes=staged.size,
+        sha256=staged.sha256,
+        storage_key=key,
+    )
+    session.add(record)
+    # If the transaction fails the row never existed: remove the stored bytes too.
+    session.info.setdefault("on_rollback", []).append(lambda: storage.delete(key))
+    enqueue("files.validate", file_id)
+    return record
+
+
+def get_file(session: Session, team_id: str, file_id: str) -> File:
+    record = session.exec(
+        select(File).where(File.id == file_id, File.team_id == team_id, File.deleted_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    if record is None:
+        raise NotFound(f"No such File object: {file_id}", param="id", code="file_not_found")
+    return record
+
+
+def list_files(
+    session: Session,
+    team_id: str,
+    *,
+    purpose: str | None = None,
+    limit: int = 10000,
+    after: str | None = None,
+    order: str = "desc",
+) -> tuple[list[File], bool]:
+    query = select(File).where(File.team_id == team_id, File.deleted_at.is_(None))  # type: ignore[union-attr]
+    if purpose:
+        query = query.where(File.purpose == purpose)
+    descending = order != "asc"
+    if after:
+        anchor = get_file(session, team_id, after)
+        cmp = sa.tuple_(File.created_at, File.id)
+        bound = sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
+        query = query.where(cmp < bound if descending else cmp > bound)
+    ordering = (
+        (File.created_at.desc(), File.id.desc()) if descending else (File.created_at, File.id)
+    )  # type: ignore[attr-defined]
+    rows = list(session.exec(query.order_by(*ordering).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def delete_file(session: Session, team_id: str, file_id: str) -> File:
+    record = get_file(session, team_id, file_id)
+    record.deleted_at = utcnow()
+    session.add(record)
+    # Jobs keep referring to the row (soft delete); the bytes go once the delete commits.
+    key = record.storage_key
+    after_commit(lambda: get_storage().delete(key))
+    return record
+
+
+def file_path(record: File) -> Path:
+    return get_storage().path_for(record.storage_key)
+
+
+def file_object(record: File) -> dict[str, Any]:
+    """The OpenAI file object, plus ftq's validation summary as added fields."""
+    return {
+        "id": record.id,
+        "object": "file",
+        "bytes": record.bytes,
+        "created_at": int(record.created_at.timestamp()),
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": record.status,
+        "status_details": None,
+        "expires_at": None,
+        "sha256": record.sha256,
+        "validation": {
+            "status": record.validation_status,
+            "verdict": record.verdict,
+            "format": record.format,
+            "examples": record.examples,
+        },
+    }

@@ -1,0 +1,92 @@
+"""The create request, in OpenAI's shape (``CreateFineTuningJobRequest``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Auto = Literal["auto"]
+BatchSize = Annotated[int, Field(ge=1, le=256)] | Auto
+LearningRate = Annotated[float, Field(gt=0)] | Auto
+Epochs = Annotated[int, Field(ge=1, le=50)] | Auto
+
+
+class SupervisedHyperparameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_size: BatchSize | None = None
+    learning_rate_multiplier: LearningRate | None = None
+    n_epochs: Epochs | None = None
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    beta: Annotated[float, Field(gt=0, le=2)] | Auto | None = None
+
+
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+    compute_multiplier: Annotated[float, Field(gt=0.00001, le=10)] | Auto | None = None
+    eval_interval: Annotated[int, Field(ge=1)] | Auto | None = None
+    eval_samples: Annotated[int, Field(ge=1)] | Auto | None = None
+
+
+class SupervisedMethod(BaseModel):
+    hyperparameters: SupervisedHyperparameters | None = None
+
+
+class DpoMethod(BaseModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
+class ReinforcementMethod(BaseModel):
+    grader: dict[str, Any]
+    hyperparameters: ReinforcementHyperparameters | None = None
+
+
+class Method(BaseModel):
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: ReinforcementMethod | None = None
+
+
+class WandbIntegration(BaseModel):
+    project: str
+    name: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = None
+
+
+class Integration(BaseModel):
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+class CreateJobInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    training_file: Annotated[str, Field(min_length=1, max_length=64)]
+    validation_file: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    hyperparameters: SupervisedHyperparameters | None = None
+    method: Method | None = None
+    suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
+    metadata: dict[str, str] | None = None
+    integrations: Annotated[list[Integration], Field(max_length=5)] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
+        if len(value) > 16:
+            raise ValueError("metadata may hold at most 16 key-value pairs")
+        for key, item in value.items():
+            if len(key) > 64:
+                raise ValueError(f"metadata key '{key[:20]}…' is longer than 64 characters")
+            if len(item) > 512:
+                raise ValueError(f"metadata value for '{key}' is longer than 512 characters")
+            if key.startswith("ftq_"):
+                raise ValueError("metadata keys starting with 'ftq_' are reserved")
+        return value

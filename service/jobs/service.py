@@ -1,0 +1,259 @@
+"""Fine-tuning jobs as a team sees them: create, read, list, cancel, events, checkpoints."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlmodel import Session, select
+
+from service import ids
+from service.config import get_settings
+from service.db import utcnow
+from service.dispatch import enqueue
+from service.errors import InvalidRequest, NotFound
+from service.files.models import File
+from service.files.service import FINE_TUNE
+from service.jobs.models import (
+    SUBMISSION_STAGES,
+    TERMINAL_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+    JobStage,
+    JobStatus,
+)
+from service.jobs.schemas import CreateJobInput
+from service.jobs.transitions import add_event, set_status
+from service.providers.registry import default_provider
+
+log = structlog.get_logger(__name__)
+
+
+def _usable_file(session: Session, team_id: str, file_id: str, param: str) -> File:
+    record = session.exec(
+        select(File).where(File.id == file_id, File.team_id == team_id, File.deleted_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    if record is None:
+        raise InvalidRequest(f"invalid {param} ID: {file_id}", param=param, code="file_not_found")
+    if record.purpose != FINE_TUNE:
+        raise InvalidRequest(
+            f"File {file_id} has purpose '{record.purpose}'; fine-tuning needs 'fine-tune'.",
+            param=param,
+        )
+    return record
+
+
+def _check_model(session: Session, team_id: str, model: str) -> None:
+    if model in get_settings().fine_tunable_models:
+        return
+    if model.startswith("ft:"):
+        # Continuing training is allowed from the team's own fine-tuned models only.
+        owned = session.exec(
+            select(FineTuningJob.id).where(
+                FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model == model
+            )
+        ).first()
+        if owned:
+            return
+    raise InvalidRequest(
+        f"Model '{model}' is not available for fine-tuning. "
+        f"Available: {', '.join(get_settings().fine_tunable_models)}.",
+        param="model",
+        code="model_not_available",
+    )
+
+
+def create_job(
+    session: Session, team_id: str, request: CreateJobInput, *, request_id: str | None = None
+) -> FineTuningJob:
+    """Record the job and schedule its submission; nothing reaches the provider here."""
+    _check_model(session, team_id, request.model)
+    training = _usable_file(session, team_id, request.training_file, "training_file")
+    if request.validation_file:
+        _usable_file(session, team_id, request.validation_file, "validation_file")
+        if request.validation_file == training.id:
+            raise InvalidRequest(
+                "The same file cannot be both training_file and validation_file.",
+                param="validation_file",
+            )
+    method = request.method.model_dump(exclude_none=True) if request.method else None
+    hyper = (
+        request.hyperparameters.model_dump(exclude_none=True) if request.hyperparameters else None
+    )
+    if method is None:
+        method = {"type": "supervised", "supervised": {"hyperparameters": hyper or {}}}
+    provider = default_provider()
+    job = FineTuningJob(
+        id=ids.job_id(),
+        team_id=team_id,
+        model=request.model,
+        training_file_id=training.id,
+        validation_file_id=request.validation_file,
+        status=JobStatus.validating_files,
+        stage=JobStage.pending,
+        method=method,
+        hyperparameters=hyper,
+        suffix=request.suffix,
+        seed=request.seed if request.seed is not None else secrets.randbelow(2**31),
+        user_metadata=request.metadata,
+        integrations=[i.model_dump(exclude_none=True) for i in request.integrations]
+        if request.integrations
+        else None,
+        provider=provider.name,
+        account=provider.account,
+        request_id=request_id,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job, f"Created fine-tuning job: {job.id}")
+    enqueue("jobs.submit", job.id)
+    return job
+
+
+def get_job(
+    session: Session, team_id: str, job_id: str, *, for_update: bool = False
+) -> FineTuningJob:
+    query = select(FineTuningJob).where(
+        FineTuningJob.id == job_id, FineTuningJob.team_id == team_id
+    )
+    if for_update:
+        # Serialises with the submit task's compare-and-set updates on the same row.
+        query = query.with_for_update()
+    job = session.exec(query).first()
+    if job is None:
+        raise NotFound(
+            f"No such fine-tuning job: {job_id}",
+            param="fine_tuning_job_id",
+            code="fine_tune_not_found",
+        )
+    return job
+
+
+def list_jobs(
+    session: Session,
+    team_id: str,
+    *,
+    after: str | None = None,
+    limit: int = 20,
+    metadata: dict[str, str] | None = None,
+) -> tuple[list[FineTuningJob], bool]:
+    query = select(FineTuningJob).where(FineTuningJob.team_id == team_id)
+    if after:
+        anchor = get_job(session, team_id, after)
+        query = query.where(
+            sa.tuple_(FineTuningJob.created_at, FineTuningJob.id)
+            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
+        )
+    ordered = query.order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc())  # type: ignore[attr-defined]
+    if not metadata:
+        rows = list(session.exec(ordered.limit(limit + 1)))
+        return rows[:limit], len(rows) > limit
+    # JSON containment differs between Postgres and SQLite; filter in Python over a scan of
+    # the team's jobs (bounded by the team's own job count).
+    matched: list[FineTuningJob] = []
+    for job in session.exec(ordered):
+        meta = job.user_metadata or {}
+        if all(meta.get(k) == v for k, v in metadata.items()):
+            matched.append(job)
+            if len(matched) > limit:
+                break
+    return matched[:limit], len(matched) > limit
+
+
+def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob:
+    """Cancel: local before submission, propagated upstream after; idempotent."""
+    job = get_job(session, team_id, job_id, for_update=True)
+    if job.status in TERMINAL_STATUSES:
+        if job.status == JobStatus.cancelled:
+            return job
+        raise InvalidRequest(
+            f"Job {job.id} has already {job.status}; it cannot be cancelled.",
+            param="fine_tuning_job_id",
+        )
+    job.cancel_requested = True
+    job.updated_at = utcnow()
+    if (
+        job.stage in SUBMISSION_STAGES
+        and job.upstream_job_id is None
+        and job.stage != JobStage.creating
+    ):
+        # Nothing exists upstream yet: cancel here. A submit task that wakes later sees it.
+        set_status(session, job, JobStatus.cancelled)
+        add_event(session, job, "Job cancelled before it reached the provider.")
+        return job
+    # An upstream job exists (or its create is in flight): the poller cancels it upstream.
+    job.next_poll_at = utcnow()
+    session.add(job)
+    add_event(session, job, "Cancellation requested.")
+    return job
+
+
+def list_events(
+    session: Session, team_id: str, job_id: str, *, after: str | None = None, limit: int = 20
+) -> tuple[list[JobEvent], bool]:
+    job = get_job(session, team_id, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job.id)
+    if after:
+        anchor = session.exec(
+            select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.id == after)
+        ).first()
+        if anchor is None:
+            raise NotFound(f"No such event: {after}", param="after")
+        query = query.where(JobEvent.pk < anchor.pk)  # type: ignore[operator]
+    rows = list(session.exec(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))  # type: ignore[union-attr]
+    return rows[:limit], len(rows) > limit
+
+
+def list_checkpoints(
+    session: Session, team_id: str, job_id: str, *, after: str | None = None, limit: int = 10
+) -> tuple[list[JobCheckpoint], bool]:
+    job = get_job(session, team_id, job_id)
+    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
+    if after:
+        anchor = session.exec(
+            select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.id == after)
+        ).first()
+        if anchor is None:
+            raise NotFound(f"No such checkpoint: {after}", param="after")
+        query = query.where(JobCheckpoint.step_number < anchor.step_number)
+    rows = list(
+        session.exec(query.order_by(JobCheckpoint.step_number.desc()).limit(limit + 1))  # type: ignore[attr-defined]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def find_model_owner(session: Session, team_id: str, model: str) -> FineTuningJob | None:
+    """The team's job that produced ``model`` (a fine-tuned model or one of its checkpoints)."""
+    job = session.exec(
+        select(FineTuningJob).where(
+            FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model == model
+        )
+    ).first()
+    if job:
+        return job
+    checkpoint = session.exec(
+        select(JobCheckpoint)
+        .join(FineTuningJob, JobCheckpoint.job_id == FineTuningJob.id)  # type: ignore[arg-type]
+        .where(FineTuningJob.team_id == team_id, JobCheckpoint.fine_tuned_model_checkpoint == model)
+    ).first()
+    return session.get(FineTuningJob, checkpoint.job_id) if checkpoint else None
+
+
+def list_team_models(session: Session, team_id: str) -> list[dict[str, Any]]:
+    jobs = session.exec(
+        select(FineTuningJob)
+        .where(FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model.is_not(None))  # type: ignore[union-attr]
+        .order_by(FineTuningJob.created_at)
+    )
+    return [
+        {
+            "id": job.fine_tuned_model,
+            "object": "model",
+            "created": int((job.finished_at or job.created_at).timestamp()),
+            "owned_by": team_id,
+        }
+        for job in jobs
+    ]

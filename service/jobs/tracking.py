@@ -1,0 +1,241 @@
+"""Following upstream jobs: the sweeper claims due jobs, a poll task syncs each one.
+
+Nothing sleeps per job: ``next_poll_at`` and a lease live in the row, so a duplicate beat,
+a redelivered message or a dead worker costs at most one extra poll after the lease lapses.
+The interval adapts: it doubles while nothing changes and resets when the status moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from service import ids
+from service.config import get_settings
+from service.db import session_scope, utcnow
+from service.dispatch import enqueue
+from service.jobs import failures
+from service.jobs.models import (
+    SUBMISSION_STAGES,
+    TERMINAL_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+    JobStage,
+)
+from service.jobs.transitions import add_checkpoint, add_event, set_status
+from service.providers.base import ErrorKind, ProviderError, UpstreamJob
+from service.providers.registry import provider_for_account
+
+log = structlog.get_logger(__name__)
+
+SWEEP_BATCH = 200
+
+
+def next_interval(previous: float | None, changed: bool, rng: random.Random | None = None) -> float:
+    settings = get_settings()
+    low, high = settings.poll_interval_bounds()
+    base = low if changed or previous is None else min(high, previous * 2)
+    jitter = (rng or random).uniform(-settings.poll_jitter, settings.poll_jitter)
+    return max(low * 0.5, base * (1 + jitter))
+
+
+def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        FineTuningJob.lease_expires_at.is_(None),  # type: ignore[union-attr]
+        FineTuningJob.lease_expires_at < now,  # type: ignore[operator]
+    )
+
+
+def sweep(owner_prefix: str) -> list[str]:
+    """Claim every due job (lease) and enqueue one poll each; returns the claimed ids."""
+    settings = get_settings()
+    now = utcnow()
+    claimed: list[tuple[str, str]] = []
+    with session_scope() as session:
+        due = session.exec(
+            select(FineTuningJob.id)
+            .where(
+                FineTuningJob.stage == JobStage.tracking,
+                FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
+                _not_leased(now),
+            )
+            .order_by(FineTuningJob.next_poll_at)  # type: ignore[arg-type]
+            .limit(SWEEP_BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id in due:
+            owner = f"{owner_prefix}:{ids.random_base62(8)}"
+            result = session.execute(
+                sa.update(FineTuningJob)
+                .where(FineTuningJob.id == job_id, _not_leased(now))  # type: ignore[arg-type]
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
+                )
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                claimed.append((job_id, owner))
+                enqueue("jobs.poll", job_id, owner)
+    return [job_id for job_id, _ in claimed]
+
+
+def reconcile() -> list[str]:
+    """Re-enqueue submissions whose message was lost (flushed broker, killed worker)."""
+    settings = get_settings()
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=settings.submit_stale_seconds)
+    with session_scope() as session:
+        job_ids = list(
+            session.exec(
+                select(FineTuningJob.id)
+                .where(
+                    FineTuningJob.stage.in_([s.value for s in SUBMISSION_STAGES]),  # type: ignore[attr-defined]
+                    FineTuningJob.updated_at < stale,  # type: ignore[operator]
+                    _not_leased(now),
+                )
+                .limit(SWEEP_BATCH)
+            )
+        )
+        for job_id in job_ids:
+            enqueue("jobs.submit", job_id)
+    if job_ids:
+        log.info("reconciler_requeued", count=len(job_ids))
+    return job_ids
+
+
+def _sync(
+    job_id: str, owner: str, upstream: UpstreamJob, provider_events: list, checkpoints: list
+) -> None:
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.lease_owner != owner:
+            return  # our lease lapsed and someone else polls now
+        known_events = set(
+            session.exec(
+                select(JobEvent.upstream_event_id).where(
+                    JobEvent.job_id == job.id,
+                    JobEvent.upstream_event_id.in_([e.id for e in provider_events]),  # type: ignore[union-attr]
+                )
+            )
+        )
+        for event in provider_events:
+            if event.id not in known_events:
+                add_event(
+                    session,
+                    job,
+                    event.message,
+                    level=event.level,
+                    type=event.type,
+                    data=event.data,
+                    created_at=event.created_at,
+                    upstream_event_id=event.id,
+                )
+        if provider_events:
+            job.upstream_events_cursor = provider_events[-1].id
+        known_ckpts = set(
+            session.exec(
+                select(JobCheckpoint.upstream_checkpoint_id).where(JobCheckpoint.job_id == job.id)
+            )
+        )
+        for ckpt in sorted(checkpoints, key=lambda c: c.step_number):
+            if ckpt.id not in known_ckpts:
+                add_checkpoint(
+                    session,
+                    job,
+                    JobCheckpoint(
+                        id=ids.checkpoint_id(),
+                        job_id=job.id,
+                        created_at=ckpt.created_at,
+                        step_number=ckpt.step_number,
+                        fine_tuned_model_checkpoint=ckpt.fine_tuned_model_checkpoint,
+                        metrics=ckpt.metrics,
+                        upstream_checkpoint_id=ckpt.id,
+                    ),
+                )
+        changed = upstream.status != job.upstream_status
+        job.upstream_status = upstream.status
+        job.estimated_finish = upstream.estimated_finish
+        if upstream.hyperparameters:
+            job.hyperparameters = upstream.hyperparameters
+        if upstream.status in TERMINAL_STATUSES:
+            job.fine_tuned_model = upstream.fine_tuned_model
+            job.trained_tokens = upstream.trained_tokens
+            job.result_files = upstream.result_files
+            if upstream.error:
+                job.error = failures.job_error_from_upstream(upstream.error)
+        set_status(session, job, upstream.status)
+        job.lease_owner = None
+        job.lease_expires_at = None
+        if job.status not in TERMINAL_STATUSES:
+            job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed)
+            job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
+        job.updated_at = utcnow()
+        session.add(job)
+
+
+def _back_off(job_id: str, owner: str, error: ProviderError) -> None:
+    settings = get_settings()
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.lease_owner != owner:
+            return
+        interval = next_interval(job.poll_interval_seconds, changed=False)
+        if error.retry_after:
+            interval = max(interval, error.retry_after)  # the provider said when
+        interval = min(interval, settings.poll_interval_max_seconds * 2)
+        job.poll_interval_seconds = interval
+        job.next_poll_at = utcnow() + dt.timedelta(seconds=interval)
+        job.lease_owner = None
+        job.lease_expires_at = None
+        session.add(job)
+    log.warning("poll_backoff", job_id=job_id, error=error.message, seconds=round(interval, 2))
+
+
+def poll(job_id: str, owner: str) -> None:
+    """One poll of one job under the lease the sweeper gave ``owner``."""
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id)
+        if job is None or job.lease_owner != owner or job.stage != JobStage.tracking:
+            return
+        upstream_id, account = job.upstream_job_id, job.account
+        cursor, cancel = job.upstream_events_cursor, job.cancel_requested
+        status_before = job.upstream_status
+    assert upstream_id is not None
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    provider = provider_for_account(account)
+    try:
+        upstream = provider.get_job(upstream_id)
+        if cancel and upstream.status not in TERMINAL_STATUSES:
+            upstream = provider.cancel_job(upstream_id)
+        events = provider.list_new_events(upstream_id, cursor)
+        # Checkpoints appear while running and at the end; skip the call before that.
+        checkpoints = (
+            provider.list_checkpoints(upstream_id)
+            if upstream.status in ("running", "succeeded") or status_before == "running"
+            else []
+        )
+    except ProviderError as error:
+        if error.kind == ErrorKind.not_found:
+            error = ProviderError(
+                f"The upstream job {upstream_id} no longer exists.", kind=ErrorKind.permanent
+            )
+            with session_scope() as session:
+                job = session.get(FineTuningJob, job_id, with_for_update=True)
+                if job is not None and job.lease_owner == owner:
+                    job.error = failures.job_error_from_provider(error)
+                    job.lease_owner = None
+                    set_status(session, job, "failed")
+            return
+        _back_off(job_id, owner, error)
+        return
+    try:
+        _sync(job_id, owner, upstream, events, checkpoints)
+    except IntegrityError:
+        # A concurrent sync inserted the same upstream event first; the next poll tidies up.
+        log.warning("poll_sync_conflict", job_id=job_id)

@@ -1,0 +1,17 @@
+"""Every table, imported in one place for Alembic and for metadata creation."""
+
+from service.files.models import File, ProviderFile
+from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
+from service.tenants.models import ApiKey, Team
+from service.webhooks.outbox import OutboxEvent
+
+__all__ = [
+    "ApiKey",
+    "File",
+    "FineTuningJob",
+    "JobCheckpoint",
+    "JobEvent",
+    "OutboxEvent",
+    "ProviderFile",
+    "Team",
+]

@@ -1,0 +1,56 @@
+"""The transactional outbox: one row per domain event, written in the same transaction as
+the state change that caused it. Webhook delivery reads from here, so a crash between the
+commit and a publish loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, Session, SQLModel
+
+from service import ids
+from service.db import utcnow
+from service.dbtypes import json_column
+
+
+class OutboxEvent(SQLModel, table=True):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.UniqueConstraint("object_id", "event_type", "sequence", name="uq_outbox_object_seq"),
+        sa.Index("ix_outbox_undispatched", "dispatched_at", "pk"),
+    )
+
+    pk: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True, max_length=40)
+    team_id: str = Field(foreign_key="teams.id", index=True, max_length=32)
+    event_type: str = Field(max_length=64)
+    object_id: str = Field(max_length=64)
+    sequence: int
+    payload: dict[str, Any] = Field(sa_column=json_column(nullable=False))
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    dispatched_at: dt.datetime | None = None
+
+
+def record_event(
+    session: Session,
+    *,
+    team_id: str,
+    event_type: str,
+    object_id: str,
+    sequence: int,
+    data: dict[str, Any],
+) -> OutboxEvent:
+    """Add an outbox row to the caller's transaction (committed with the state change)."""
+    event = OutboxEvent(
+        id=ids.outbox_id(),
+        team_id=team_id,
+        event_type=event_type,
+        object_id=object_id,
+        sequence=sequence,
+        payload=data,
+    )
+    session.add(event)
+    return event
