@@ -85,6 +85,7 @@ _IPV6_BLOCKED = _table(
 
 # Everything public on IPv6 is allocated from 2000::/3; anything else is not a destination.
 _IPV6_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeWebhookURL(ValueError):
@@ -147,7 +148,8 @@ def _embedded_ipv4(ip: IPv6Address, reason: str) -> IPv4Address | None:
         return ip.sixtofour
     if reason == "teredo":
         return ip.teredo[1] if ip.teredo else None
-    if reason in ("nat64", "ipv4-compatible"):
+    if reason == "ipv4-compatible" or ip in _NAT64_WELL_KNOWN:
+        # 64:ff9b:1::/48 (local use) may embed at other offsets, so only the /96 is decoded.
         return IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
