@@ -1,0 +1,204 @@
+"""What a local training run does: the method, the hyperparameters, where it writes.
+
+The method is ftq's extension of OpenAI's ``method`` object; hyperparameters keep their OpenAI
+meaning, ``"auto"`` included (resolved against the number of training examples).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from service.providers.local.settings import LocalTrainingSettings
+
+Auto = Literal["auto"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FullMethod(_Frozen):
+    """Train every parameter."""
+
+    type: Literal["full"] = "full"
+
+
+class FreezeMethod(_Frozen):
+    """Train only the top transformer layers and/or named modules; the rest stays frozen.
+
+    The trainable set is the union of the top ``trainable_layers`` layers, every parameter whose
+    name (or any enclosing module's name) matches a ``trainable_modules`` glob, and the output
+    head when ``train_lm_head``.
+    """
+
+    type: Literal["freeze"] = "freeze"
+    trainable_layers: int = Field(default=1, ge=0)
+    trainable_modules: list[str] | None = None
+    train_lm_head: bool = True
+
+    @field_validator("trainable_modules")
+    @classmethod
+    def _non_empty_patterns(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(p.strip() for p in value):
+            raise ValueError("trainable_modules entries must be non-empty names or globs")
+        return value
+
+
+class LoraMethod(_Frozen):
+    """Train low-rank adapters; the base weights stay untouched.
+
+    ``train_lm_head`` adds the output head to the LoRA targets: on a model whose head was never
+    trained for the new outputs, adapters on the body alone plateau at a high loss.
+    """
+
+    type: Literal["lora"] = "lora"
+    rank: int = Field(default=8, ge=1, le=1024)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    train_lm_head: bool = True
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty_targets(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and (not value or not all(v.strip() for v in value)):
+            raise ValueError("target_modules must be 'all-linear' or a non-empty list of names")
+        return value
+
+
+TrainingMethod = Annotated[FullMethod | FreezeMethod | LoraMethod, Field(discriminator="type")]
+TRAINING_METHOD = TypeAdapter(TrainingMethod)
+MethodType = Literal["full", "freeze", "lora"]
+
+# Used when a spec names no base learning rate; same values as LocalTrainingSettings.
+DEFAULT_LEARNING_RATES: dict[str, float] = {"full": 1e-3, "freeze": 3e-3, "lora": 3e-3}
+
+
+class ResolvedHyperparameters(_Frozen):
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+
+
+class Hyperparameters(_Frozen):
+    """OpenAI's fine-tuning hyperparameters, each a value or ``"auto"``."""
+
+    n_epochs: int | Auto = Field(default="auto")
+    batch_size: int | Auto = Field(default="auto")
+    learning_rate_multiplier: float | Auto = Field(default="auto")
+
+    @field_validator("n_epochs")
+    @classmethod
+    def _epochs_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 1000:
+            raise ValueError("n_epochs must be between 1 and 1000")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("batch_size must be between 1 and 256")
+        return value
+
+    @field_validator("learning_rate_multiplier")
+    @classmethod
+    def _multiplier_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0 < value <= 100:
+            raise ValueError("learning_rate_multiplier must be in (0, 100]")
+        return value
+
+    def resolve(self, n_examples: int) -> ResolvedHyperparameters:
+        """Replace each ``"auto"`` with a value for a dataset of ``n_examples`` examples."""
+        n = max(1, n_examples)
+        return ResolvedHyperparameters(
+            n_epochs=auto_epochs(n) if self.n_epochs == "auto" else int(self.n_epochs),
+            batch_size=auto_batch_size(n) if self.batch_size == "auto" else int(self.batch_size),
+            learning_rate_multiplier=(
+                1.0
+                if self.learning_rate_multiplier == "auto"
+                else float(self.learning_rate_multiplier)
+            ),
+        )
+
+
+def auto_epochs(n_examples: int) -> int:
+    """OpenAI's documented default: 3 epochs, stretched for tiny and shrunk for huge datasets
+    so that a job sees roughly 100 to 25,000 examples in total."""
+    n = max(1, n_examples)
+    if n * 3 < 100:
+        return min(25, 100 // n)
+    if n * 3 > 25_000:
+        return max(1, 25_000 // n)
+    return 3
+
+
+def auto_batch_size(n_examples: int) -> int:
+    """About a tenth of the dataset per batch, between 1 and 8: small datasets get several
+    optimizer steps per epoch, large ones stay within CPU/small-GPU memory."""
+    return min(8, max(1, n_examples // 10))
+
+
+class TrainingSpec(_Frozen):
+    """Everything ``trainer.train`` needs besides the data files and the callbacks."""
+
+    base_model_path: Path
+    method: TrainingMethod = Field(default_factory=FullMethod)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    seed: int = 0
+    output_dir: Path
+    # None: the model's own limit.
+    max_seq_len: int | None = Field(default=None, ge=8)
+    # None: DEFAULT_LEARNING_RATES for the method. The effective rate is this times the
+    # learning_rate_multiplier.
+    base_learning_rate: float | None = Field(default=None, gt=0)
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    # Also checkpoint at each epoch end (OpenAI keeps per-epoch checkpoints).
+    checkpoint_each_epoch: bool = True
+    keep_checkpoints: int = Field(default=2, ge=1)
+    eval_every_steps: int = Field(default=50, ge=1)
+    log_every_steps: int = Field(default=1, ge=1)
+    torch_threads: int = Field(default=1, ge=1)
+    device: str = "auto"
+
+    @property
+    def learning_rate_base(self) -> float:
+        if self.base_learning_rate is not None:
+            return self.base_learning_rate
+        return DEFAULT_LEARNING_RATES[self.method.type]
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: LocalTrainingSettings,
+        *,
+        base_model_path: Path,
+        method: FullMethod | FreezeMethod | LoraMethod,
+        hyperparameters: Hyperparameters,
+        seed: int,
+        output_dir: Path,
+    ) -> TrainingSpec:
+        """A spec whose run options (threads, cadences, rates, device) come from settings."""
+        return cls(
+            base_model_path=base_model_path,
+            method=method,
+            hyperparameters=hyperparameters,
+            seed=seed,
+            output_dir=output_dir,
+            max_seq_len=settings.max_seq_len,
+            base_learning_rate=settings.base_learning_rate(method.type),
+            checkpoint_every_steps=settings.checkpoint_every_steps,
+            keep_checkpoints=settings.keep_checkpoints,
+            eval_every_steps=settings.eval_every_steps,
+            log_every_steps=settings.log_every_steps,
+            torch_threads=settings.torch_threads,
+            device=settings.device,
+        )
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_examples / batch_size))

@@ -1,0 +1,1 @@
+"""Unit tests for the local training provider (need the `train` extra)."""
