@@ -32,6 +32,8 @@ class Runtime:
 
     def update_config(self, patch: dict[str, Any]) -> SandboxConfig:
         self.set_config(self.config.updated(patch))
+        if "fault_seed" in patch:
+            self.reseed()  # sending the seed again restarts the same fault sequence
         return self.config
 
     def reseed(self) -> None:
