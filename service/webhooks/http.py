@@ -179,7 +179,8 @@ def _describe(exc: BaseException) -> str:
         return f"invalid http response: {type(exc).__name__}"
     if isinstance(exc, OSError):
         return f"network error: {exc.strerror or type(exc).__name__}"
-    return f"invalid request: {exc}"
+    # ValueError from http.client: a header name or value it refuses to send (CR/LF).
+    return f"invalid request: {type(exc).__name__}"
 
 
 def _clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -273,8 +274,8 @@ def _attempt(
 ) -> DeliveryResult:
     conn, connected_ip, failure = _connect(target, deadline, ssl_context)
     if conn is None:
-        error = "timeout" if deadline.expired else _describe(failure or TimeoutError())
-        return DeliveryResult(None, False, _elapsed_ms(started), "", error)
+        reason = "timeout" if deadline.expired else _describe(failure or TimeoutError())
+        return DeliveryResult(None, False, _elapsed_ms(started), "", reason)
 
     status: int | None = None
     location: str | None = None
@@ -284,6 +285,10 @@ def _attempt(
     try:
         conn.request("POST", target.target, body=body, headers=_clean_headers(headers))
         response = conn.getresponse()
+        if deadline.expired:
+            # The watchdog's shutdown reads as a clean EOF to http.client, which then
+            # parses whatever arrived as complete: cut-off headers are not a response.
+            raise TimeoutError
         status = response.status
         if 300 <= status < 400:
             location = response.getheader("location")
@@ -292,9 +297,7 @@ def _attempt(
         raw = _read_prefix(response, settings.max_response_body_bytes)
         deadline.cancel()
         if deadline.expired:
-            # The watchdog's shutdown reads as a clean EOF to http.client, which then
-            # happily returns a truncated status line, headers or body: not a response.
-            error = "timeout"
+            error = "timeout"  # the body was cut short the same way
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = "timeout" if deadline.expired else _describe(exc)
     finally:

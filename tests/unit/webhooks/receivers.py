@@ -40,6 +40,13 @@ def stall(handler: BaseHTTPRequestHandler, receiver: Receiver) -> None:
     receiver.released.wait(10)
 
 
+def stall_body(handler: BaseHTTPRequestHandler, receiver: Receiver) -> None:
+    """Complete headers promising a body that never comes."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    handler.wfile.flush()
+    receiver.released.wait(10)
+
+
 def trickle_headers(handler: BaseHTTPRequestHandler, receiver: Receiver) -> None:
     """A slow-loris reply: one header byte every 50 ms, never finishing the headers."""
     handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")

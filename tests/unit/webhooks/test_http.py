@@ -28,6 +28,7 @@ from tests.unit.webhooks.receivers import (
     endless_body,
     reply,
     stall,
+    stall_body,
     trickle_headers,
     wait_for,
 )
@@ -142,8 +143,15 @@ def test_trickling_receiver_cannot_stretch_the_timeout(receiver_factory: StartRe
     settings = LOOPBACK_OK.model_copy(update={"timeout_seconds": 0.5})
     started = time.monotonic()
     result = deliver(receiver.url(), _headers(), PAYLOAD, settings)
-    assert result.error == "timeout" and not result.ok
+    assert result.error == "timeout" and not result.ok and result.status_code is None
     assert time.monotonic() - started < 2.0
+
+
+def test_stalled_body_after_a_2xx_is_a_timeout_not_a_success(receiver_factory: StartReceiver):
+    receiver = receiver_factory(stall_body)
+    settings = LOOPBACK_OK.model_copy(update={"timeout_seconds": 0.5})
+    result = deliver(receiver.url(), _headers(), PAYLOAD, settings)
+    assert result.status_code == 200 and result.error == "timeout" and not result.ok
 
 
 def test_large_body_is_truncated(receiver_factory: StartReceiver):
