@@ -326,3 +326,20 @@ def test_allow_list_overrides_by_canonical_address():
     assert classify_address("::ffff:127.0.0.1", ["127.0.0.0/8"]) is None
     assert classify_address("10.1.1.1", [ipaddress.ip_network("10.0.0.0/8")]) is None
     assert classify_address("10.1.1.1", ["192.168.0.0/16"]) == "private"
+
+
+_URL_ALPHABET = st.sampled_from([*"abcx0179.:/@[]%#?\\- \t\u00e4\uff11", "0x", "::", "ffff"])
+
+
+@given(
+    scheme=st.sampled_from(["http://", "https://", "HTTP://", "ftp://", "", "http:/"]),
+    rest=st.lists(_URL_ALPHABET, max_size=25).map("".join),
+)
+def test_validate_webhook_url_only_ever_raises_unsafe_webhook_url(scheme: str, rest: str):
+    # The API turns UnsafeWebhookURL into a 422; any other exception would be a 500.
+    try:
+        result = validate_webhook_url(scheme + rest, DEFAULTS, resolver=resolving_to("8.8.8.8"))
+    except UnsafeWebhookURL:
+        return
+    assert result.scheme in ("http", "https") and result.addresses
+    assert all(classify_address(address) is None for address in result.addresses)
