@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+import service.models  # noqa: F401  (every table registered before the first query)
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.routers import files, health, jobs, models

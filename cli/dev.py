@@ -1,5 +1,157 @@
-"""ftq dev commands."""
+"""``ftq dev`` (everything in one command) and the single-process commands it is made of."""
 
 from __future__ import annotations
 
-from cli.main import main  # noqa: F401
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from cli.main import main
+from cli.processes import (
+    ProcessGroup,
+    api_command,
+    beat_command,
+    free_port,
+    sandbox_command,
+    wait_http_ok,
+    worker_command,
+)
+
+
+def _use_data_dir(data_dir: Path | None) -> None:
+    from service.config import reset_settings_cache
+
+    if data_dir is not None:
+        os.environ["FTQ_DATA_DIR"] = str(data_dir.resolve())
+        reset_settings_cache()
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides FTQ_DATA_DIR.")
+def migrate(data_dir: Path | None) -> None:
+    """Apply database migrations."""
+    _use_data_dir(data_dir)
+    from migrations import upgrade
+    from service.config import get_settings
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    click.echo("migrations applied")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Run the API server."""
+    os.execv(sys.executable, api_command(host, port))
+
+
+@main.command()
+@click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--queues", default="ftq", show_default=True)
+def worker(concurrency: int, queues: str) -> None:
+    """Run a Celery worker."""
+    os.execv(sys.executable, worker_command(concurrency=concurrency, queues=queues))
+
+
+@main.command()
+def beat() -> None:
+    """Run the Celery beat scheduler (sweeper and reconcilers). Run exactly one."""
+    os.execv(sys.executable, beat_command())
+
+
+def _dev_admin_key() -> str:
+    from service.db import session_scope
+    from service.errors import NotFound
+    from service.tenants import service as tenants
+
+    with session_scope() as session:
+        try:
+            team = tenants.find_team(session, "dev")
+        except NotFound:
+            team = tenants.create_team(session, "dev")
+        _, token = tenants.create_key(session, team.id, "admin", "ftq dev")
+    return token
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", type=int, default=8000, show_default=True, help="API port (0: any free port)."
+)
+@click.option("--sandbox-port", type=int, default=8765, show_default=True, help="0: any free port.")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Overrides FTQ_DATA_DIR.")
+@click.option(
+    "--quiet", is_flag=True, help="Send process logs to <data dir>/logs instead of the terminal."
+)
+def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: bool) -> None:
+    """Run API, worker, beat and (without a provider key) the sandbox on the embedded default."""
+    _use_data_dir(data_dir)
+    from migrations import upgrade
+    from service.config import get_settings
+    from service.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings, process="dev")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    data = settings.data_dir.resolve()
+    upgrade(settings.resolved_database_url)
+
+    port = port or free_port()
+    env: dict[str, str] = {"FTQ_DATA_DIR": str(data)}
+    group = ProcessGroup(env=env, log_dir=data / "logs" if quiet else None)
+    sandbox_url: str | None = None
+    if settings.provider_api_key is None and settings.provider_base_url is None:
+        sandbox_port = sandbox_port or free_port()
+        sandbox_url = f"http://{host}:{sandbox_port}/v1"
+        env["FTQ_PROVIDER_BASE_URL"] = sandbox_url
+        group.start("sandbox", sandbox_command(host, sandbox_port))
+
+    def shutdown(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    exit_code = 0
+    try:
+        if sandbox_url:
+            wait_http_ok(f"http://{host}:{sandbox_port}/healthz", proc=group.children["sandbox"])
+        api_proc = group.start("api", api_command(host, port))
+        group.start("worker", worker_command())
+        group.start("beat", beat_command())
+        wait_http_ok(f"http://{host}:{port}/healthz", proc=api_proc)
+        key = _dev_admin_key()
+        api_url = f"http://{host}:{port}/v1"
+        lines = [f"FTQ_API_URL={api_url}", f"FTQ_API_KEY={key}"]
+        if sandbox_url:
+            lines.append(f"FTQ_SANDBOX_URL={sandbox_url}")
+        dev_env = data / "dev.env"
+        dev_env.write_text("\n".join(lines) + "\n")
+        dev_env.chmod(0o600)
+        click.echo(f"ftq is running at {api_url}  (health: http://{host}:{port}/healthz)")
+        click.echo(f"admin key (shown once): {key}")
+        if sandbox_url:
+            click.echo(f"sandbox upstream: {sandbox_url}")
+        click.echo(f"settings for clients: {dev_env}   — stop with Ctrl-C")
+        while True:
+            for name, proc in group.children.items():
+                if proc.poll() is not None:
+                    click.echo(f"{name} exited with {proc.returncode}; stopping", err=True)
+                    exit_code = 1
+                    raise SystemExit(1)
+            time.sleep(0.5)
+    except SystemExit as stop:
+        exit_code = exit_code or (
+            0 if stop.code in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM) else 1
+        )
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        group.stop_all()
+        (data / "dev.env").unlink(missing_ok=True)
+    sys.exit(exit_code)

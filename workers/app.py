@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from celery import Celery, signals
 
+import service.models  # noqa: F401  (every table registered before the first query)
 from service.broker import base_config
 from service.config import get_settings
 from service.db import dispose_engines
