@@ -15,18 +15,48 @@ GENERIC_ANSWER = (
 )
 
 _WORD = re.compile(r"[a-z0-9']+")
+# Question words would otherwise make every "how many ...?" look alike.
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "do",
+        "does",
+        "for",
+        "how",
+        "in",
+        "is",
+        "it",
+        "many",
+        "much",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "with",
+    }
+)
 
 
 def _tokens(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
+    return set(_WORD.findall(text.lower())) - _STOPWORDS
 
 
 def similarity(a: str, b: str) -> float:
-    """Blend of token Jaccard and character similarity; deterministic, in [0, 1]."""
+    """Content-word Jaccard, with character similarity as a weak tie-breaker; in [0, 1]."""
     ta, tb = _tokens(a), _tokens(b)
     jaccard = len(ta & tb) / len(ta | tb) if ta | tb else 1.0
     ratio = difflib.SequenceMatcher(None, a.lower(), b.lower(), autojunk=False).ratio()
-    return 0.6 * jaccard + 0.4 * ratio
+    return 0.9 * jaccard + 0.1 * ratio
 
 
 def best_answer(examples: Sequence[Example], prompt: str) -> str:
