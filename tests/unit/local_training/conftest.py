@@ -14,10 +14,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from tests.support.tiny_model import QA_PAIRS, chat_examples, write_chat_dataset
 
-# 16 examples, batch 4 -> 4 steps/epoch; 75 epochs = 300 steps, enough for every method to
-# reproduce the training answers on the tiny model (about 5 s per method on one thread).
-EPOCHS = 75
+# 16 examples, batch 4 -> 4 steps/epoch; 60 epochs = 240 steps, enough for every method to
+# reproduce all training answers on the tiny model (a few seconds per method on one thread).
+EPOCHS = 60
 BATCH_SIZE = 4
+TOTAL_STEPS = EPOCHS * len(QA_PAIRS) // BATCH_SIZE
 
 
 @dataclass
@@ -91,7 +92,7 @@ def make_spec(base: Path, output_dir: Path, method: dict, **overrides):
     options = {
         "hyperparameters": Hyperparameters(n_epochs=EPOCHS, batch_size=BATCH_SIZE),
         "checkpoint_every_steps": 100,
-        "checkpoint_each_epoch": False,  # 75 tiny epochs: per-epoch checkpoints cost seconds
+        "checkpoint_each_epoch": False,  # 60 tiny epochs: per-epoch checkpoints cost seconds
         "eval_every_steps": 50,
         "log_every_steps": 1,
         "torch_threads": 1,
