@@ -176,7 +176,7 @@ def parse_dataset(
         where = f"{label}, line {number}"
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno}).") from exc
         example = _parse_line(obj, where)
         if examples and example.format != examples[0].format:

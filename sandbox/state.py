@@ -80,7 +80,7 @@ class UploadRecord:
     id: str
     filename: str
     purpose: str
-    bytes: int
+    size: int
     mime_type: str
     created_at: int
     expires_at: int
@@ -182,6 +182,9 @@ class Store:
         self.config = config
         self.clock = clock
         self._lock = threading.RLock()
+        self._clear()
+
+    def _clear(self) -> None:
         self._files: dict[str, FileRecord] = {}
         self._uploads: dict[str, UploadRecord] = {}
         self._jobs: dict[str, JobRecord] = {}
@@ -193,7 +196,8 @@ class Store:
 
     def reset(self, config: SandboxConfig) -> None:
         with self._lock:
-            self.__init__(config, self.clock)  # type: ignore[misc]
+            self.config = config
+            self._clear()
 
     # --- files -----------------------------------------------------------------------------
 
@@ -282,7 +286,7 @@ class Store:
                 id=new_id("upload_"),
                 filename=filename,
                 purpose=purpose,
-                bytes=size,
+                size=size,
                 mime_type=mime_type,
                 created_at=now,
                 expires_at=now + _UPLOAD_TTL_SECONDS,
@@ -303,7 +307,7 @@ class Store:
         return {
             "id": record.id,
             "object": "upload",
-            "bytes": record.bytes,
+            "bytes": record.size,
             "created_at": record.created_at,
             "expires_at": record.expires_at,
             "filename": record.filename,
@@ -348,9 +352,9 @@ class Store:
                         f"Part {part_id} does not belong to upload {upload_id}.", param="part_ids"
                     )
             content = b"".join(record.parts[part_id] for part_id in part_ids)
-            if len(content) != record.bytes:
+            if len(content) != record.size:
                 raise bad_request(
-                    f"The upload declared {record.bytes} bytes, but the parts hold "
+                    f"The upload declared {record.size} bytes, but the parts hold "
                     f"{len(content)} bytes.",
                     param="part_ids",
                 )

@@ -106,7 +106,7 @@ def test_fault_seed_reproduces_the_sequence(client: openai.OpenAI, control: http
 def test_hold_create_commits_before_answering(
     sandbox: Sandbox, control: httpx2.Client, training_file: str
 ) -> None:
-    control.put("/sandbox/config", json={"hold_create_seconds": 1.0})
+    control.put("/sandbox/config", json={"hold_create_seconds": 2.0})
     client = sandbox.client()
     result: dict[str, Any] = {}
 
@@ -117,7 +117,7 @@ def test_hold_create_commits_before_answering(
 
     thread = threading.Thread(target=create)
     thread.start()
-    deadline = time.monotonic() + 0.8
+    deadline = time.monotonic() + 1.5
     visible: list[Any] = []
     while not visible and time.monotonic() < deadline:
         visible = client.fine_tuning.jobs.list(metadata={"ftq_job_id": "held"}).data
