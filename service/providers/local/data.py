@@ -183,3 +183,23 @@ def _span_by_search(
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def collate(examples: list[Example], pad_id: int, device: Any) -> dict[str, Any]:
+    """Right-pad a batch; padding is masked out of attention and loss."""
+    import torch
+
+    width = max(e.n_tokens for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = example.n_tokens
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention_mask[row, :n] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "labels": labels.to(device),
+        "attention_mask": attention_mask.to(device),
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from service.providers.local import checkpoints as ckpt
-from service.providers.local.data import IGNORE_INDEX, Dataset, Example, load_dataset
+from service.providers.local.data import IGNORE_INDEX, Dataset, collate, load_dataset
 from service.providers.local.methods import apply_method, count_parameters
 from service.providers.local.models import (
     MODEL_INFO_FILE,
@@ -156,7 +156,7 @@ def train(
             train_set.examples[i]
             for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]
         ]
-        batch = _collate(batch_examples, tokenizer.pad_token_id, device)
+        batch = collate(batch_examples, tokenizer.pad_token_id, device)
         learning_rate = scheduler.get_last_lr()[0]
 
         model.train()
@@ -215,7 +215,7 @@ def evaluate(model: Any, dataset: Dataset, batch_size: int, tokenizer: Any, devi
     total_tokens = 0
     with torch.no_grad(), _autocast(device):
         for start in range(0, len(dataset), batch_size):
-            batch = _collate(
+            batch = collate(
                 dataset.examples[start : start + batch_size], tokenizer.pad_token_id, device
             )
             # The model shifts labels by one; count what it actually scores.
@@ -224,25 +224,6 @@ def evaluate(model: Any, dataset: Dataset, batch_size: int, tokenizer: Any, devi
                 total_loss += float(model(**batch).loss) * n_scored
                 total_tokens += n_scored
     return total_loss / max(1, total_tokens)
-
-
-def _collate(examples: list[Example], pad_id: int, device: Any) -> dict[str, Any]:
-    import torch
-
-    width = max(e.n_tokens for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = example.n_tokens
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention_mask[row, :n] = 1
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "attention_mask": attention_mask.to(device),
-    }
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
