@@ -25,6 +25,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             data_folder_out=str(folder / "queue"),
             processed_folder=str(folder / "processed"),
             store_processed=False,
+            # The folder is polled; the default 1 s cycle lets beat outpace the worker.
+            polling_interval=0.1,
         )
     return options
 

@@ -197,8 +197,30 @@ def _back_off(job_id: str, owner: str, error: ProviderError) -> None:
     log.warning("poll_backoff", job_id=job_id, error=error.message, seconds=round(interval, 2))
 
 
+def _renew_lease(job_id: str, owner: str) -> bool:
+    """Hold (or take back) the poll lease: a message that waited in a slow queue past its
+    lease may still poll, unless another poller has claimed the job since."""
+    now = utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(FineTuningJob)
+            .where(
+                FineTuningJob.id == job_id,  # type: ignore[arg-type]
+                FineTuningJob.stage == JobStage.tracking,  # type: ignore[arg-type]
+                sa.or_(FineTuningJob.lease_owner == owner, _not_leased(now)),  # type: ignore[arg-type]
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=get_settings().lease_seconds),
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def poll(job_id: str, owner: str) -> None:
     """One poll of one job under the lease the sweeper gave ``owner``."""
+    if not _renew_lease(job_id, owner):
+        return
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id)
         if job is None or job.lease_owner != owner or job.stage != JobStage.tracking:
