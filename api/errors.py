@@ -28,8 +28,19 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+_UNION_TAGS = {"int", "float", "str", "bool", "list", "dict", "none"}
+
+
 def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # pydantic names the union member it tried ("constrained-int", "literal['auto']");
+    # callers want the field path only.
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "header")
+        and str(p) not in _UNION_TAGS
+        and not any(c in str(p) for c in "-[]'(")
+    ]
     return ".".join(parts) or None
 
 
