@@ -7,7 +7,7 @@ from fastapi import FastAPI
 import service.models  # noqa: F401  (every table registered before the first query)
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import files, health, jobs, models
+from api.routers import files, health, jobs, models, webhooks
 from service.broker import publish
 from service.config import get_settings
 from service.dispatch import install_publisher
@@ -26,7 +26,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (health.router, files.router, jobs.router, models.router):
+    for router in (health.router, files.router, jobs.router, models.router, webhooks.router):
         app.include_router(router)
     return app
 

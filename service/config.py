@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.webhooks.settings import WebhookSettings
+
 # Only ever valid in dev mode; production refuses to start with it.
 DEV_SECRET_KEY = "ftq-dev-insecure-secret-key-change-me"
 
@@ -78,6 +80,8 @@ class Settings(BaseSettings):
     # Celery
     task_time_limit_seconds: int = 300
     broker_visibility_timeout_seconds: int = 3600
+
+    webhooks: WebhookSettings = WebhookSettings()
 
     sandbox_port: int = 8765
     api_port: int = 8000

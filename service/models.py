@@ -3,6 +3,12 @@
 from service.files.models import File, ProviderFile
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 from service.tenants.models import ApiKey, Team
+from service.webhooks.models import (
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEndpointNotice,
+)
 from service.webhooks.outbox import OutboxEvent
 
 __all__ = [
@@ -14,4 +20,8 @@ __all__ = [
     "OutboxEvent",
     "ProviderFile",
     "Team",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEndpointNotice",
 ]

@@ -42,9 +42,12 @@ app.conf.update(
             "task": "files.reconcile",
             "schedule": settings.reconcile_interval_seconds,
         },
+        # Webhooks: outbox rows to deliveries, and due deliveries (retries, lost messages).
+        "webhooks.fanout": {"task": "webhooks.fanout", "schedule": settings.sweep_interval_seconds},
+        "webhooks.sweep": {"task": "webhooks.sweep", "schedule": settings.sweep_interval_seconds},
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
-    include=["workers.tasks.jobs", "workers.tasks.files"],
+    include=["workers.tasks.jobs", "workers.tasks.files", "workers.tasks.webhooks"],
 )
 
 
