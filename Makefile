@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   run ftq's main job (the article's four steps) on the embedded default
+#   make test   run the whole test suite (needs Postgres and Redis; see .ci/run)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test dev lint bench-validate bench-train
+
+$(VENV)/.installed-base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed-base
+	$(BIN)/pip install -q -e '.[dev,train]'
+	touch $@
+
+demo: $(VENV)/.installed-base
+	$(BIN)/ftq demo
+
+dev: $(VENV)/.installed-base
+	$(BIN)/ftq dev
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
+bench-validate: $(VENV)/.installed-test
+	$(BIN)/python bench/validate.py
+
+bench-train: $(VENV)/.installed-test
+	$(BIN)/python bench/train.py
