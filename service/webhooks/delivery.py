@@ -20,7 +20,7 @@ import socket
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.config import get_settings
@@ -73,27 +73,27 @@ def _send_lease_seconds() -> float:
 
 def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
     return sa.or_(
-        WebhookDelivery.lease_expires_at.is_(None),  # type: ignore[union-attr]
-        WebhookDelivery.lease_expires_at < now,  # type: ignore[operator]
+        col(WebhookDelivery.lease_expires_at).is_(None),
+        col(WebhookDelivery.lease_expires_at) < now,
     )
 
 
 def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
     earlier = aliased(WebhookDelivery)
     blocked = (
-        sa.select(earlier.pk)
+        sa.select(col(earlier.pk))
         .where(
-            earlier.endpoint_id == WebhookDelivery.endpoint_id,
-            earlier.object_id == WebhookDelivery.object_id,
-            earlier.status == DeliveryStatus.pending,
-            earlier.sequence < WebhookDelivery.sequence,
-            earlier.created_at > now - dt.timedelta(seconds=ORDER_GUARD_SECONDS),
+            col(earlier.endpoint_id) == col(WebhookDelivery.endpoint_id),
+            col(earlier.object_id) == col(WebhookDelivery.object_id),
+            col(earlier.status) == DeliveryStatus.pending,
+            col(earlier.sequence) < col(WebhookDelivery.sequence),
+            col(earlier.created_at) > now - dt.timedelta(seconds=ORDER_GUARD_SECONDS),
         )
         .exists()
     )
     return sa.and_(
-        WebhookDelivery.status == DeliveryStatus.pending,
-        WebhookDelivery.next_attempt_at <= now,  # type: ignore[operator]
+        col(WebhookDelivery.status) == DeliveryStatus.pending,
+        col(WebhookDelivery.next_attempt_at) <= now,
         _not_leased(now),
         ~blocked,
     )
@@ -114,7 +114,7 @@ def claim_due(
     due = session.exec(
         select(WebhookDelivery.id)
         .where(_due(now), *where)
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.pk)  # type: ignore[arg-type]
+        .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.pk))
         .limit(limit)
         .with_for_update(skip_locked=True, of=WebhookDelivery)  # type: ignore[arg-type]
     ).all()
@@ -124,8 +124,8 @@ def claim_due(
         result = session.execute(
             sa.update(WebhookDelivery)
             .where(
-                WebhookDelivery.id == delivery_id,  # type: ignore[arg-type]
-                WebhookDelivery.status == DeliveryStatus.pending,  # type: ignore[arg-type]
+                col(WebhookDelivery.id) == delivery_id,
+                col(WebhookDelivery.status) == DeliveryStatus.pending,
                 _not_leased(now),
             )
             .values(
@@ -182,8 +182,8 @@ def fanout(owner_prefix: str | None = None) -> int:
     with session_scope() as session:
         batch = session.exec(
             select(OutboxEvent)
-            .where(OutboxEvent.dispatched_at.is_(None))  # type: ignore[union-attr]
-            .order_by(OutboxEvent.pk)  # type: ignore[arg-type]
+            .where(col(OutboxEvent.dispatched_at).is_(None))
+            .order_by(col(OutboxEvent.pk))
             .limit(FANOUT_BATCH)
             .with_for_update(skip_locked=True)
         ).all()
@@ -192,7 +192,7 @@ def fanout(owner_prefix: str | None = None) -> int:
         endpoints: dict[str, list[WebhookEndpoint]] = {}
         for endpoint in session.exec(
             select(WebhookEndpoint).where(
-                WebhookEndpoint.team_id.in_({e.team_id for e in batch}),  # type: ignore[attr-defined]
+                col(WebhookEndpoint.team_id).in_({e.team_id for e in batch}),
                 WebhookEndpoint.enabled == True,  # noqa: E712
             )
         ):
@@ -201,7 +201,7 @@ def fanout(owner_prefix: str | None = None) -> int:
         existing = set(
             session.exec(
                 select(WebhookDelivery.outbox_event_id, WebhookDelivery.endpoint_id).where(
-                    WebhookDelivery.outbox_event_id.in_([e.id for e in batch])  # type: ignore[union-attr]
+                    col(WebhookDelivery.outbox_event_id).in_([e.id for e in batch])
                 )
             ).all()
         )
@@ -245,7 +245,7 @@ def fanout(owner_prefix: str | None = None) -> int:
             # The immediate attempt: no need to wait for the next sweep.
             claim_due(
                 session,
-                WebhookDelivery.outbox_event_id.in_([e.id for e in batch]),  # type: ignore[union-attr]
+                col(WebhookDelivery.outbox_event_id).in_([e.id for e in batch]),
                 owner_prefix=owner_prefix,
             )
     if created:
@@ -279,8 +279,8 @@ def disable_endpoint(
     session.execute(
         sa.update(WebhookDelivery)
         .where(
-            WebhookDelivery.endpoint_id == endpoint.id,  # type: ignore[arg-type]
-            WebhookDelivery.status == DeliveryStatus.pending,  # type: ignore[arg-type]
+            col(WebhookDelivery.endpoint_id) == endpoint.id,
+            col(WebhookDelivery.status) == DeliveryStatus.pending,
         )
         .values(status=DeliveryStatus.skipped, lease_owner=None, lease_expires_at=None)
         .execution_options(synchronize_session="fetch")
@@ -312,14 +312,14 @@ def _take_over(delivery_id: str, owner: str | None) -> str | None:
     token = f"send:{ids.random_base62(16)}"
     ours = _not_leased(now)
     if owner:
-        ours = sa.or_(WebhookDelivery.lease_owner == owner, ours)  # type: ignore[arg-type]
+        ours = sa.or_(col(WebhookDelivery.lease_owner) == owner, ours)
     with session_scope() as session:
         result = session.execute(
             sa.update(WebhookDelivery)
             .where(
-                WebhookDelivery.id == delivery_id,  # type: ignore[arg-type]
-                WebhookDelivery.status == DeliveryStatus.pending,  # type: ignore[arg-type]
-                WebhookDelivery.next_attempt_at <= now,  # type: ignore[operator]
+                col(WebhookDelivery.id) == delivery_id,
+                col(WebhookDelivery.status) == DeliveryStatus.pending,
+                col(WebhookDelivery.next_attempt_at) <= now,
                 ours,
             )
             .values(
@@ -447,8 +447,8 @@ def _record(delivery_id: str, token: str, result: http.DeliveryResult) -> str:
             # Whatever waited behind this delivery (same object, same endpoint) goes now.
             claim_due(
                 session,
-                WebhookDelivery.endpoint_id == delivery.endpoint_id,  # type: ignore[arg-type]
-                WebhookDelivery.object_id == delivery.object_id,  # type: ignore[arg-type]
+                col(WebhookDelivery.endpoint_id) == delivery.endpoint_id,
+                col(WebhookDelivery.object_id) == delivery.object_id,
             )
         return outcome
 

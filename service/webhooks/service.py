@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.config import get_settings
@@ -141,13 +141,7 @@ def _page(
 def list_endpoints(
     session: Session, team_id: str, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[WebhookEndpoint], bool]:
-    return _page(
-        session,
-        WebhookEndpoint,
-        WebhookEndpoint.team_id == team_id,
-        after,
-        limit,  # type: ignore[arg-type]
-    )
+    return _page(session, WebhookEndpoint, col(WebhookEndpoint.team_id) == team_id, after, limit)
 
 
 def update_endpoint(
@@ -182,8 +176,10 @@ def update_endpoint(
 def delete_endpoint(session: Session, team_id: str, endpoint_id: str) -> dict[str, Any]:
     """Delete the endpoint with its deliveries and attempts (notices are kept)."""
     endpoint = get_endpoint(session, team_id, endpoint_id, lock=True)
-    session.execute(sa.delete(WebhookAttempt).where(WebhookAttempt.endpoint_id == endpoint.id))  # type: ignore[arg-type]
-    session.execute(sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))  # type: ignore[arg-type]
+    session.execute(sa.delete(WebhookAttempt).where(col(WebhookAttempt.endpoint_id) == endpoint.id))
+    session.execute(
+        sa.delete(WebhookDelivery).where(col(WebhookDelivery.endpoint_id) == endpoint.id)
+    )
     session.delete(endpoint)
     return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
 
@@ -229,15 +225,15 @@ def list_deliveries(
 ) -> tuple[list[WebhookDelivery], bool]:
     endpoint = get_endpoint(session, team_id, endpoint_id)
     scope = sa.and_(
-        WebhookDelivery.team_id == team_id,  # type: ignore[arg-type]
-        WebhookDelivery.endpoint_id == endpoint.id,  # type: ignore[arg-type]
+        col(WebhookDelivery.team_id) == team_id,
+        col(WebhookDelivery.endpoint_id) == endpoint.id,
     )
     if status is not None:
         if status not in DeliveryStatus.__members__:
             raise InvalidRequest(
                 f"status must be one of {', '.join(DeliveryStatus.__members__)}.", param="status"
             )
-        scope = sa.and_(scope, WebhookDelivery.status == status)  # type: ignore[arg-type]
+        scope = sa.and_(scope, col(WebhookDelivery.status) == status)
     return _page(session, WebhookDelivery, scope, after, limit)
 
 
@@ -268,8 +264,8 @@ def list_attempts(
 ) -> tuple[list[WebhookAttempt], bool]:
     delivery = get_delivery(session, team_id, endpoint_id, delivery_id)
     scope = sa.and_(
-        WebhookAttempt.team_id == team_id,  # type: ignore[arg-type]
-        WebhookAttempt.delivery_id == delivery.id,  # type: ignore[arg-type]
+        col(WebhookAttempt.team_id) == team_id,
+        col(WebhookAttempt.delivery_id) == delivery.id,
     )
     return _page(session, WebhookAttempt, scope, after, limit)
 
@@ -302,7 +298,7 @@ def replay(session: Session, team_id: str, endpoint_id: str, delivery_id: str) -
     _resend(delivery)
     session.add(delivery)
     session.flush()
-    claim_due(session, WebhookDelivery.id == delivery.id)  # type: ignore[arg-type]
+    claim_due(session, col(WebhookDelivery.id) == delivery.id)
     return delivery
 
 
@@ -321,10 +317,10 @@ def recover(session: Session, team_id: str, endpoint_id: str, since: int) -> dic
         .where(
             WebhookDelivery.team_id == team_id,
             WebhookDelivery.endpoint_id == endpoint.id,
-            WebhookDelivery.status.in_([DeliveryStatus.failed, DeliveryStatus.skipped]),  # type: ignore[attr-defined]
-            WebhookDelivery.created_at >= start,  # type: ignore[operator]
+            col(WebhookDelivery.status).in_([DeliveryStatus.failed, DeliveryStatus.skipped]),
+            col(WebhookDelivery.created_at) >= start,
         )
-        .order_by(WebhookDelivery.pk)  # type: ignore[arg-type]
+        .order_by(col(WebhookDelivery.pk))
         .limit(MAX_RECOVER)
         .with_for_update()
     ).all()
@@ -335,7 +331,7 @@ def recover(session: Session, team_id: str, endpoint_id: str, since: int) -> dic
     if deliveries:
         claim_due(
             session,
-            WebhookDelivery.id.in_([d.id for d in deliveries]),  # type: ignore[attr-defined]
+            col(WebhookDelivery.id).in_([d.id for d in deliveries]),
             limit=len(deliveries),
         )
     return {
@@ -369,7 +365,7 @@ def send_test(session: Session, team_id: str, endpoint_id: str) -> WebhookDelive
     )
     session.add(delivery)
     session.flush()
-    claim_due(session, WebhookDelivery.id == delivery.id)  # type: ignore[arg-type]
+    claim_due(session, col(WebhookDelivery.id) == delivery.id)
     return delivery
 
 
@@ -379,7 +375,7 @@ def list_notices(
     return _page(
         session,
         WebhookEndpointNotice,
-        WebhookEndpointNotice.team_id == team_id,  # type: ignore[arg-type]
+        col(WebhookEndpointNotice.team_id) == team_id,
         after,
         limit,
     )
