@@ -316,14 +316,15 @@ class ChunkScanner:
                     "the rest is truncated.",
                 )
         text = "\n".join(texts)
+        encoded = text.encode("utf-8", "surrogatepass")
         if self.config.pii_enabled and text:
-            for code, redacted in find_pii(text):
+            for code, redacted in find_pii(text, encoded):
                 self.emit(line, code, f"Possible {code[4:].replace('_', ' ')}: {redacted}")
         self._records.extend(
             (
                 line,
                 exact_hash(example),
-                near_hash(text, self.config.near_min_chars),
+                near_hash(encoded, self.config.near_min_chars),
                 fmt.FORMAT_CODES[kind],
             )
         )

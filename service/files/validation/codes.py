@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
-from service.files.validation.settings import Severity
+# Defined here, not in settings, so worker processes never import pydantic.
+Severity = Literal["error", "warning"]
 
 
 class CodeInfo(NamedTuple):

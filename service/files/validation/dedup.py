@@ -12,7 +12,8 @@ from array import array
 
 import orjson
 
-_PUNCTUATION = str.maketrans({c: " " for c in "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"})
+# Bytes dropped before hashing for near duplicates: ASCII punctuation and whitespace.
+_IGNORED_BYTES = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ \t\n\r\x0b\x0c"
 _MASK64 = (1 << 64) - 1
 _MAX_LOAD = 0.75
 
@@ -27,16 +28,18 @@ def exact_hash(example: object) -> int:
     return hash64(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
 
 
-def normalize_text(text: str) -> str:
-    return " ".join(text.casefold().translate(_PUNCTUATION).split())
+def normalize_for_near_duplicates(encoded: bytes) -> bytes:
+    """ASCII case, punctuation and whitespace don't matter; works on UTF-8 bytes because
+    bytes.lower/translate are single C passes (str.translate with a dict is ~50x slower)."""
+    return encoded.lower().translate(None, _IGNORED_BYTES)
 
 
-def near_hash(text: str, min_chars: int) -> int:
+def near_hash(encoded: bytes, min_chars: int) -> int:
     """0 when the normalized text is too short to call two examples near duplicates."""
-    normalized = normalize_text(text)
+    normalized = normalize_for_near_duplicates(encoded)
     if len(normalized) < min_chars:
         return 0
-    return hash64(normalized.encode("utf-8", "replace"))
+    return hash64(normalized)
 
 
 class HashIndex:

@@ -15,10 +15,27 @@ _API_KEY = re.compile(
     r"|AIza[0-9A-Za-z_-]{35})"
     r"|-----BEGIN (?:RSA |EC |OPENSSH )?PRIVATE KEY-----"
 )
-_API_KEY_MARKERS = ("sk-", "AKIA", "gh", "xox", "AIza", "PRIVATE KEY")
-# A run of digits with common separators; classified as card or phone afterwards.
-_DIGIT_RUN = re.compile(r"(?<![\w.])\+?\(?\d[\d ().-]{7,22}\d(?![\w.])")
-_NON_DIGITS = re.compile(r"\D")
+# Literal markers checked with ``in`` first: far cheaper than running the regex on every text.
+_API_KEY_MARKERS = (
+    "sk-",
+    "AKIA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "xox",
+    "AIza",
+    "PRIVATE KEY",
+)
+# Digits become "0", number separators "1", everything else "x"; a byte regex anchored on the
+# literal "0" then finds digit runs far faster than a character-class regex on the text.
+_DIGIT_MAP = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else ord("1") if chr(b) in " ().-+" else ord("x")
+    for b in range(256)
+)
+_DIGIT_RUN = re.compile(rb"0[01]{7,22}0")
+_KEEP_DIGITS = {c: None for c in range(128) if not chr(c).isdigit()}
 
 
 def luhn_valid(digits: str) -> bool:
@@ -40,8 +57,11 @@ def _looks_like_phone(candidate: str, digits: str) -> bool:
     return candidate.startswith("+") or any(sep in candidate for sep in " -.()")
 
 
-def find_pii(text: str) -> Iterator[tuple[str, str]]:
-    """Yields (code, redacted match) for each kind found; at most one hit per kind."""
+def find_pii(text: str, encoded: bytes | None = None) -> Iterator[tuple[str, str]]:
+    """Yields (code, redacted match) for each kind found; at most one hit per kind.
+
+    ``encoded`` is ``text`` as UTF-8, when the caller already has it.
+    """
     if "@" in text:
         match = _EMAIL.search(text)
         if match:
@@ -51,9 +71,19 @@ def find_pii(text: str) -> Iterator[tuple[str, str]]:
         if match:
             yield "pii_api_key", _redact(match.group())
     found_card = found_phone = False
-    for match in _DIGIT_RUN.finditer(text):
-        candidate = match.group()
-        digits = _NON_DIGITS.sub("", candidate)
+    if encoded is None:
+        encoded = text.encode("utf-8", "surrogatepass")
+    for match in _DIGIT_RUN.finditer(encoded.translate(_DIGIT_MAP)):
+        start, end = match.span()
+        # A longer run of letters/digits around it is an id or a hash, not a number.
+        if start and encoded[start - 1 : start].isalnum():
+            continue
+        if end < len(encoded) and encoded[end : end + 1].isalnum():
+            continue
+        if start and encoded[start - 1 : start] == b"+":
+            start -= 1
+        candidate = encoded[start:end].decode("ascii")
+        digits = candidate.translate(_KEEP_DIGITS)
         if not found_card and 13 <= len(digits) <= 19 and luhn_valid(digits):
             found_card = True
             yield "pii_card_number", _redact(candidate)

@@ -6,7 +6,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
-Severity = Literal["error", "warning"]
+from service.files.validation.codes import Severity
+
 T = TypeVar("T")
 
 # Training-example context per model, longest matching prefix wins (openai-contract.md §4.2).
