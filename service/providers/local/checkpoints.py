@@ -136,7 +136,7 @@ def load_checkpoint(
     device = next(model.parameters()).device
     optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location=device))
     scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE))
-    _restore_rng_state(torch.load(path / RNG_FILE, weights_only=False))
+    _restore_rng_state(torch.load(path / RNG_FILE))
     return state
 
 

@@ -132,16 +132,30 @@ def _validate_messages(messages: Any) -> None:
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise DatasetError("each message needs a string 'role'")
-        if not isinstance(message.get("content", ""), str):
-            raise DatasetError("only string message content is supported by the local provider")
+        message_text(message.get("content"))  # raises on unsupported content
         if message.get("weight", 1) not in (0, 1):
             raise DatasetError("an assistant 'weight' must be 0 or 1")
     if not any(m["role"] == "assistant" for m in messages):
         raise DatasetError("no assistant message to train on")
 
 
+def message_text(content: Any) -> str:
+    """A message's text: a string, OpenAI text parts joined, or "" for none (e.g. an
+    assistant turn that only calls tools). Images and audio cannot train a text model."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise DatasetError("only text message content is supported by the local provider")
+
+
 def _render(tokenizer: Any, messages: Sequence[dict], *, add_generation_prompt: bool) -> str:
-    clean = [{"role": m["role"], "content": m.get("content", "")} for m in messages]
+    clean = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages]
     if not clean:
         return ""
     return tokenizer.apply_chat_template(
@@ -156,10 +170,14 @@ def _assistant_spans(tokenizer: Any, messages: list[dict], text: str) -> list[tu
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
+        if not message_text(message.get("content")):
+            continue  # e.g. a tool-call-only turn: nothing a text model should learn to say
         start_text = _render(tokenizer, messages[:i], add_generation_prompt=True)
         end_text = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text)):
-            spans.append(_span_by_search(text, message.get("content", ""), tokenizer, spans))
+            spans.append(
+                _span_by_search(text, message_text(message.get("content")), tokenizer, spans)
+            )
             continue
         spans.append((len(start_text), len(end_text)))
     return spans

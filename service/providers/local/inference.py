@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.providers.local.data import message_text
 from service.providers.local.models import (
     MODEL_INFO_FILE,
     load_causal_lm,
@@ -152,7 +153,7 @@ def generate_chat(
 
 def _prompt_ids(loaded: LoadedModel, messages: list[dict]) -> dict[str, Any]:
     tokenizer = loaded.tokenizer
-    clean = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    clean = [{"role": m["role"], "content": message_text(m.get("content"))} for m in messages]
     # Rendered to text, then tokenized without extra special tokens: exactly how the trainer
     # tokenized the training conversations.
     text = tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)

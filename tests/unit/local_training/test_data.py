@@ -99,3 +99,22 @@ def test_bad_lines_are_reported_with_line_numbers(tokenizer, tmp_path, line, mes
     with pytest.raises(DatasetError, match=message) as exc_info:
         load_dataset(path, tokenizer, max_seq_len=64)
     assert "bad.jsonl:2" in str(exc_info.value)
+
+
+def test_text_parts_and_empty_content_are_accepted(tokenizer):
+    parts = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Sky"}, {"type": "text", "text": "?"}],
+            },
+            {"role": "assistant", "content": None, "tool_calls": []},
+            {"role": "assistant", "content": "Plaid."},
+        ]
+    }
+    example = encode_record(parts, tokenizer, max_seq_len=256)
+    assert "<|user|>Sky?<|end|>" in tokenizer.decode(example.input_ids)
+    assert trained_text(tokenizer, example) == "Plaid.<|end|>"
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}
+    with pytest.raises(DatasetError, match="only text"):
+        encode_record(image, tokenizer, max_seq_len=256)
