@@ -86,7 +86,7 @@ def findings_from_moderation(
         if not (hits or result.get("flagged")):
             continue
         flagged_lines.append(line)
-        by_category.update(hits)
+        by_category.update(hits.keys())
         listed = ", ".join(f"{name} ({score:.2f})" for name, score in sorted(hits.items()))
         findings.append(
             Finding(
