@@ -17,9 +17,10 @@ import orjson
 
 from service.files.validation import formats as fmt
 from service.files.validation.codes import CODES
-from service.files.validation.dedup import exact_hash, hash64, near_hash
+from service.files.validation.dedup import hash64, near_hash
 from service.files.validation.pii import find_pii
 from service.files.validation.tokens import (
+    TOKENS_PER_MESSAGE,
     count_assistant_tokens,
     count_message_tokens,
     count_tools_tokens,
@@ -224,6 +225,7 @@ class ChunkScanner:
         self._count = get_counter(config.encoding, config.token_cache_size).count
         self._records = array("Q")
         self._cap = config.findings_cap
+        self._assistant_tokens = 0
 
     def emit(
         self, line: int | None, code: str, message: str, suggestion: str | None = None
@@ -268,7 +270,7 @@ class ChunkScanner:
                 f"The line is a JSON {type(example).__name__}, not an object.",
             )
             return
-        self.scan_example(line, example)
+        self.scan_example(line, example, raw)
 
     def _diagnose_unparsable(self, line: int, raw: bytes, exc: Exception) -> None:
         if not raw.strip():
@@ -287,7 +289,7 @@ class ChunkScanner:
 
     # -- examples ----------------------------------------------------------------------------
 
-    def scan_example(self, line: int, example: dict[str, Any]) -> None:
+    def scan_example(self, line: int, example: dict[str, Any], raw: bytes) -> None:
         result = self.result
         result.examples += 1
         kind = fmt.detect_format(example)
@@ -323,7 +325,7 @@ class ChunkScanner:
         self._records.extend(
             (
                 line,
-                exact_hash(example),
+                hash64(raw.strip()),
                 near_hash(encoded, self.config.near_min_chars),
                 fmt.FORMAT_CODES[kind],
             )
@@ -343,9 +345,11 @@ class ChunkScanner:
         self, line: int, messages: list[Any], texts: list[str], *, where: str = "messages"
     ) -> tuple[int, bool, bool, bool, bool, set[str], set[str]]:
         """Validates a message list. Returns (tokens, has_system, has_user, has_assistant,
-        has_trainable_assistant, called_function_names, tool_call_ids)."""
+        has_trainable_assistant, called_function_names, tool_call_ids); assistant content
+        tokens are left in ``self._assistant_tokens``."""
         count = self._count
         tokens = 0
+        assistant_tokens = 0
         has_system = has_user = has_assistant = trainable = False
         called: set[str] = set()
         call_ids: set[str] = set()
@@ -411,7 +415,17 @@ class ChunkScanner:
                         f"{label} answers tool_call_id {call_id!r}, which no earlier "
                         "assistant message called.",
                     )
-            tokens += count_message_tokens(message, count)
+            if type(content) is str and len(message) == 2:
+                # The common {role, content} message, without the generic walk over keys.
+                content_tokens = count(content)
+                tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
+                if is_assistant:
+                    assistant_tokens += content_tokens
+            else:
+                tokens += count_message_tokens(message, count)
+                if is_assistant:
+                    assistant_tokens += count_assistant_tokens((message,), count)
+        self._assistant_tokens = assistant_tokens
         return tokens, has_system, has_user, has_assistant, trainable, called, call_ids
 
     def _check_content_parts(
@@ -533,8 +547,7 @@ class ChunkScanner:
             self.emit(line, "no_system_message", "The example has no system message.")
         if not has_user:
             self.emit(line, "no_user_message", "The example has no user message.")
-        assistant_tokens = count_assistant_tokens(messages, self._count)
-        return tokens, assistant_tokens, len(messages)
+        return tokens, self._assistant_tokens, len(messages)
 
     def _check_dpo(
         self, line: int, example: dict[str, Any], texts: list[str]
@@ -582,7 +595,7 @@ class ChunkScanner:
                 continue
             output_tokens, *_ = self._check_messages(line, output, texts, where=key)
             tokens += output_tokens
-            assistant_tokens += count_assistant_tokens(output, self._count)
+            assistant_tokens += self._assistant_tokens
             n_messages += 1
             outputs.append(output[0])
         if len(outputs) == 2 and outputs[0] == outputs[1]:

@@ -15,19 +15,13 @@ _API_KEY = re.compile(
     r"|AIza[0-9A-Za-z_-]{35})"
     r"|-----BEGIN (?:RSA |EC |OPENSSH )?PRIVATE KEY-----"
 )
-# Literal markers checked with ``in`` first: far cheaper than running the regex on every text.
-_API_KEY_MARKERS = (
-    "sk-",
-    "AKIA",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "xox",
-    "AIza",
-    "PRIVATE KEY",
+# Every secret format above contains a run of 15+ [A-Za-z0-9_-] bytes; mapping those bytes to
+# "a" and looking for "a" * 15 rules out almost all natural text in one C-speed pass.
+_KEY_CHAR_MAP = bytes(
+    ord("a") if (chr(b).isalnum() and b < 128) or chr(b) in "_-" else ord(" ") for b in range(256)
 )
+_KEY_RUN = b"a" * 15
+_PRIVATE_KEY_MARKER = b"PRIVATE KEY"
 # Digits become "0", number separators "1", everything else "x"; a byte regex anchored on the
 # literal "0" then finds digit runs far faster than a character-class regex on the text.
 _DIGIT_MAP = bytes(
@@ -62,17 +56,18 @@ def find_pii(text: str, encoded: bytes | None = None) -> Iterator[tuple[str, str
 
     ``encoded`` is ``text`` as UTF-8, when the caller already has it.
     """
-    if "@" in text:
+    if encoded is None:
+        encoded = text.encode("utf-8", "surrogatepass")
+    # Substring tests on the UTF-8 bytes are memchr-fast; the regexes only run after a hit.
+    if b"@" in encoded:
         match = _EMAIL.search(text)
         if match:
             yield "pii_email", _redact(match.group())
-    if any(marker in text for marker in _API_KEY_MARKERS):
+    if _KEY_RUN in encoded.translate(_KEY_CHAR_MAP) or _PRIVATE_KEY_MARKER in encoded:
         match = _API_KEY.search(text)
         if match:
             yield "pii_api_key", _redact(match.group())
     found_card = found_phone = False
-    if encoded is None:
-        encoded = text.encode("utf-8", "surrogatepass")
     for match in _DIGIT_RUN.finditer(encoded.translate(_DIGIT_MAP)):
         start, end = match.span()
         # A longer run of letters/digits around it is an id or a hash, not a number.
