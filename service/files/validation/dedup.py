@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 from array import array
 
-import orjson
-
 # Bytes dropped before hashing for near duplicates: ASCII punctuation and whitespace.
 _IGNORED_BYTES = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ \t\n\r\x0b\x0c"
 _MASK64 = (1 << 64) - 1
@@ -21,11 +19,6 @@ _MAX_LOAD = 0.75
 def hash64(data: bytes) -> int:
     # blake2b is stable across processes, unlike hash(), which is salted per interpreter.
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") or 1
-
-
-def exact_hash(example: object) -> int:
-    """Key order and whitespace don't make two examples different."""
-    return hash64(orjson.dumps(example, option=orjson.OPT_SORT_KEYS))
 
 
 def normalize_for_near_duplicates(encoded: bytes) -> bytes:

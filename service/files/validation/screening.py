@@ -20,7 +20,11 @@ Moderate = Callable[[list[str]], Sequence[Any]]
 
 
 def select_for_screening(path: Path, settings: ValidationSettings) -> list[tuple[int, str]]:
-    """(line, text) pairs to screen: every example, or a seeded uniform sample of them."""
+    """(line, text) pairs to screen: every example, or a seeded uniform sample of them.
+
+    In "all" mode the list holds every example's text; callers screening huge files should
+    prefer "sample" mode, whose memory is bounded by sample_size.
+    """
     options = settings.moderation
     items = (
         (line, text[: options.max_chars_per_input])
