@@ -209,6 +209,17 @@ def attempts(client: Api, endpoint_id: str, delivery_id: str) -> list[dict[str, 
     return response.json()["data"]
 
 
+def settled(client: Api, endpoint_id: str, count: int) -> list[dict[str, Any]]:
+    """Wait until ``count`` deliveries are recorded as succeeded (the receiver answers
+    before the worker writes the outcome down)."""
+
+    def done() -> list[dict[str, Any]]:
+        found = deliveries(client, endpoint_id)
+        return found if sum(d["status"] == "succeeded" for d in found) >= count else []
+
+    return wait_for(done, timeout=20, what=f"{count} recorded successes")
+
+
 def record_synthetic_event(stack: Stack, team: Team, object_id: str, sequence: int = 1) -> None:
     """A domain event written to the outbox exactly as ``service.jobs.transitions`` does."""
 
@@ -268,7 +279,9 @@ def test_a_job_run_delivers_every_status_event_once_in_order(
     sequences = [e["sequence"] for e in job_events]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
     statuses = [e["type"].rsplit(".", 1)[1] for e in job_events if "checkpoint" not in e["type"]]
-    assert statuses[-1] == "succeeded" and "running" in statuses
+    # The poller records the statuses it sees; on a busy machine a short sandbox job can
+    # finish between two polls, so intermediate statuses may be absent but never reordered.
+    assert statuses[-1] == "succeeded"
     assert statuses == [s for s in ("queued", "running", "succeeded") if s in statuses]
     assert job_events[-1]["data"]["fine_tuned_model"] == done.fine_tuned_model
     validated = [h.event for h in receiver.hits if h.event["type"] == "file.validated"]
@@ -276,13 +289,16 @@ def test_a_job_run_delivers_every_status_event_once_in_order(
 
 
 def test_down_then_500_then_recovered_gets_each_event_once_with_a_stable_id(
-    wh: Stack, receivers: Callable[..., Receiver], dataset: Path
+    wh: Stack, receivers: Callable[..., Receiver]
 ) -> None:
     team = wh.create_team()
     admin = api(wh, team.keys["admin"])
     port = free_port()  # nothing listens yet: connection refused
-    endpoint = register(admin, f"http://127.0.0.1:{port}/hook", event_types=["file.validated"])
-    file_ids = {upload(wh, team, dataset) for _ in range(2)}
+    endpoint = register(admin, f"http://127.0.0.1:{port}/hook")
+    # Two events at once (a real upload's validation time would vary with the load).
+    object_ids = {"ftjob-down-a", "ftjob-down-b"}
+    for object_id in object_ids:
+        record_synthetic_event(wh, team, object_id)
 
     def refused_once() -> bool:
         found = deliveries(admin, endpoint["id"])
@@ -297,9 +313,10 @@ def test_down_then_500_then_recovered_gets_each_event_once_with_a_stable_id(
     receiver = receivers(first_500_then_ok, port=port)
     receiver.secret = admin.get(f"/webhook_endpoints/{endpoint['id']}/secret").json()["secret"]
     wait_for(lambda: len(receiver.successes()) == 2, timeout=30, what="both events delivered")
+    settled(admin, endpoint["id"], 2)
 
     assert receiver.successes() == dict.fromkeys(receiver.successes(), 1)
-    assert {h.event["data"]["id"] for h in receiver.hits} == file_ids
+    assert {h.event["data"]["id"] for h in receiver.hits} == object_ids
     assert all(h.verified for h in receiver.hits)
     for found in deliveries(admin, endpoint["id"]):
         assert found["status"] == "succeeded"
@@ -385,6 +402,7 @@ def test_sustained_failure_disables_then_recover_and_replay_are_team_scoped(
     assert recovered["recovered"] == 1
     wait_for(lambda: receiver.successes(), timeout=20, what="the recovered delivery")
     assert receiver.successes() == {failed["webhook_id"]: 1}
+    settled(admin, endpoint["id"], 1)  # recorded, so the replay below is a new send
 
     replayed = admin.post(replay_path)
     assert replayed.status_code == 200 and replayed.json()["webhook_id"] == failed["webhook_id"]
@@ -436,7 +454,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     wh.start_worker("worker1")
 
     wait_for(lambda: receiver.successes(), timeout=40, what="delivery by the new worker")
-    (delivered,) = deliveries(admin, endpoint["id"])
+    (delivered,) = settled(admin, endpoint["id"], 1)
     assert delivered["status"] == "succeeded"
     assert {h.webhook_id for h in receiver.hits} == {delivered["webhook_id"]}
     assert len(receiver.hits) == 2 and all(h.verified for h in receiver.hits)
