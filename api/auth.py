@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
+from api import ratelimit
 from service.db import session_scope
+from service.errors import PermissionDenied, Unauthenticated
+from service.tenants import audit
 from service.tenants.models import Role
-from service.tenants.service import Principal, authenticate
+from service.tenants.service import Principal, authenticate, record_auth_failure
 
+# Operator keys are deliberately absent: they manage teams, not a team's objects.
 READ_ROLES = (Role.admin, Role.member, Role.viewer)
 WRITE_ROLES = (Role.admin, Role.member)
 
@@ -24,17 +29,50 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None
 
 
-def current_principal(request: Request) -> Principal:
-    with session_scope() as session:
-        principal = authenticate(session, _bearer(request))
+def _authenticate(token: str | None) -> Principal:
+    try:
+        with session_scope() as session:
+            principal = authenticate(session, token)
+            ratelimit.enforce(session, principal)
+            return principal
+    except Unauthenticated as exc:
+        # Its own transaction: the refused request's work (if any) was rolled back.
+        with session_scope() as session:
+            record_auth_failure(session, token, exc)
+        raise
+
+
+async def current_principal(request: Request) -> Principal:
+    # Async so the context variables set here reach the endpoint (sync dependencies run in
+    # a copied context whose changes are lost); the database work runs in the threadpool.
+    principal = await run_in_threadpool(_authenticate, _bearer(request))
     structlog.contextvars.bind_contextvars(team_id=principal.team_id, key_id=principal.key_id)
+    audit.set_actor(principal)
     request.state.principal = principal
     return principal
 
 
-def require(*roles: Role) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        principal.require(*roles)
+def _record_denied(principal: Principal, request: Request) -> None:
+    with session_scope() as session:
+        audit.record(
+            session,
+            principal,
+            "access.denied",
+            "route",
+            f"{request.method} {request.url.path}",
+            {"role": principal.role.value},
+        )
+
+
+def require(*roles: Role) -> Callable[..., Any]:
+    async def check(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Principal:
+        try:
+            principal.require(*roles)
+        except PermissionDenied:
+            await run_in_threadpool(_record_denied, principal, request)
+            raise
         return principal
 
     return check
@@ -43,3 +81,4 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 Reader = Annotated[Principal, Depends(require(*READ_ROLES))]
 Writer = Annotated[Principal, Depends(require(*WRITE_ROLES))]
 Admin = Annotated[Principal, Depends(require(Role.admin))]
+Operator = Annotated[Principal, Depends(require(Role.operator))]

@@ -7,7 +7,17 @@ from fastapi import FastAPI
 import service.models  # noqa: F401  (every table registered before the first query)
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import files, health, jobs, models, webhooks
+from api.routers import (
+    api_keys,
+    audit,
+    credentials,
+    files,
+    health,
+    jobs,
+    models,
+    tenants,
+    webhooks,
+)
 from service.broker import publish
 from service.config import get_settings
 from service.dispatch import install_publisher
@@ -27,6 +37,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     for router in (health.router, files.router, jobs.router, models.router, webhooks.router):
+        app.include_router(router)
+    for router in (api_keys.router, credentials.router, audit.router, tenants.router):
         app.include_router(router)
     return app
 

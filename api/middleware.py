@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,7 +27,10 @@ class RequestContextMiddleware:
         incoming = headers.get("x-request-id", "")
         request_id = incoming if _VALID_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id, process="api")
+        client = scope.get("client")
+        structlog.contextvars.bind_contextvars(
+            request_id=request_id, process="api", client_ip=client[0] if client else None
+        )
         started = time.perf_counter()
         status: dict[str, Any] = {"code": 500}
 
@@ -39,6 +43,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if status["code"] == 404:
+                await _audit_not_found(scope)
         finally:
             log.info(
                 "request",
@@ -47,3 +53,24 @@ class RequestContextMiddleware:
                 status=status["code"],
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+
+async def _audit_not_found(scope: Scope) -> None:
+    """A 404 to an authenticated caller may be a probe for another team's ids (BOLA): audit
+    it with the caller's key, in its own transaction (the request's own work rolled back)."""
+    principal = scope.get("state", {}).get("principal")
+    if principal is None:
+        return  # unknown URL or unauthenticated: nothing was looked up
+
+    def write() -> None:
+        from service.db import session_scope
+        from service.tenants import audit
+
+        with session_scope() as session:
+            target = f"{scope['method']} {scope['path']}"
+            audit.record(session, principal, "access.not_found", "route", target)
+
+    try:
+        await anyio.to_thread.run_sync(write)
+    except Exception:
+        log.exception("audit_not_found_failed")

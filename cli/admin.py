@@ -33,23 +33,34 @@ def create_team(name: str, as_json: bool) -> None:
 
 
 @admin.command("create-key")
-@click.option("--team", "team", required=True, help="Team id or name.")
+@click.option("--team", "team", default=None, help="Team id or name.")
+@click.option(
+    "--operator",
+    is_flag=True,
+    help="A platform-operator key (manages teams via /v1/tenants; needs no --team).",
+)
 @click.option(
     "--role", type=click.Choice(["admin", "member", "viewer"]), default="member", show_default=True
 )
 @click.option("--name", default="", help="A label for the key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
-def create_key(team: str, role: str, name: str, as_json: bool) -> None:
+def create_key(team: str | None, operator: bool, role: str, name: str, as_json: bool) -> None:
     """Create an API key; it is printed once and never stored."""
     from service.db import session_scope
     from service.errors import FtqError
     from service.tenants import service as tenants
 
+    if operator == (team is not None):
+        raise click.UsageError("Give either --team or --operator.")
     try:
         with session_scope() as session:
-            team_row = tenants.find_team(session, team)
-            api_key, token = tenants.create_key(session, team_row.id, role, name)
-            key_id, team_id = api_key.id, team_row.id
+            if operator:
+                api_key, token = tenants.create_operator_key(session, name)
+                role = api_key.role
+            else:
+                team_row = tenants.find_team(session, team or "")
+                api_key, token = tenants.create_key(session, team_row.id, role, name)
+            key_id, team_id = api_key.id, api_key.team_id
     except FtqError as exc:
         raise click.ClickException(exc.message) from exc
     if as_json:

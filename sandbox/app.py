@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from sandbox.azure import AzureMiddleware
 from sandbox.config import SandboxConfig
 from sandbox.errors import install_error_handlers
 from sandbox.faults import SandboxMiddleware, quiet_dropped_connection_logs
@@ -44,6 +45,8 @@ def create_app(
         runtime=app.state.runtime,
         route_templates=lambda: app.openapi()["paths"].keys(),
     )
+    # Added last = outermost: Azure paths are checked and rewritten before the /v1 handling.
+    app.add_middleware(AzureMiddleware)
     quiet_dropped_connection_logs()
     return app
 

@@ -126,7 +126,8 @@ class SandboxMiddleware:
         record = self.runtime.requests.start(
             time=time.time(),
             method=method,
-            path=path,
+            # Azure-style requests are logged as sent (/openai/...), routed as /v1.
+            path=scope.get("sandbox.azure_path", path),
             route=self._route_template(path),
             query=scope.get("query_string", b"").decode("latin-1"),
             body_summary=summarize_body(body, headers.get("content-type", "")),

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.webhooks.settings import WebhookSettings
@@ -23,6 +23,16 @@ DEV_SECRET_KEY = "ftq-dev-insecure-secret-key-change-me"
 
 class InsecureConfiguration(RuntimeError):
     """Raised when a production deployment would run on a development default."""
+
+
+class LimitSettings(BaseModel):
+    """Per-team quotas and the per-key request rate (``FTQ_LIMITS__*``); operators override
+    them per team with ``PATCH /v1/tenants/{id}``."""
+
+    max_active_jobs: int = Field(default=10, ge=0)  # jobs not yet succeeded/failed/cancelled
+    max_stored_bytes: int = Field(default=50 * 1024**3, ge=0)  # sum of the team's live files
+    max_files: int = Field(default=1000, ge=0)
+    requests_per_minute: int = Field(default=1200, ge=1)  # per API key, all routes together
 
 
 class Settings(BaseSettings):
@@ -52,6 +62,8 @@ class Settings(BaseSettings):
     provider_max_retries: int = 2  # reads only; creates always run with 0
 
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
+    # When set, GET /metrics requires "Authorization: Bearer <token>".
+    metrics_token: SecretStr | None = None
 
     # Base models a job may name (``ft:`` models of the same team are accepted too).
     fine_tunable_models: list[str] = [
@@ -82,6 +94,7 @@ class Settings(BaseSettings):
     broker_visibility_timeout_seconds: int = 3600
 
     webhooks: WebhookSettings = WebhookSettings()
+    limits: LimitSettings = LimitSettings()
 
     sandbox_port: int = 8765
     api_port: int = 8000
@@ -142,4 +155,11 @@ def reset_settings_cache() -> None:
     get_settings.cache_clear()
 
 
-__all__ = ["DEV_SECRET_KEY", "Field", "InsecureConfiguration", "Settings", "get_settings"]
+__all__ = [
+    "DEV_SECRET_KEY",
+    "Field",
+    "InsecureConfiguration",
+    "LimitSettings",
+    "Settings",
+    "get_settings",
+]

@@ -2,7 +2,8 @@
 
 from service.files.models import File, ProviderFile
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
-from service.tenants.models import ApiKey, Team
+from service.providers.credentials import ProviderCredential
+from service.tenants.models import ApiKey, ApiKeyAddress, AuditEvent, Team, TeamLimits
 from service.webhooks.models import (
     WebhookAttempt,
     WebhookDelivery,
@@ -13,13 +14,17 @@ from service.webhooks.outbox import OutboxEvent
 
 __all__ = [
     "ApiKey",
+    "ApiKeyAddress",
+    "AuditEvent",
     "File",
     "FineTuningJob",
     "JobCheckpoint",
     "JobEvent",
     "OutboxEvent",
+    "ProviderCredential",
     "ProviderFile",
     "Team",
+    "TeamLimits",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

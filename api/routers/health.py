@@ -1,14 +1,20 @@
-"""Liveness and readiness."""
+"""Liveness, readiness (database and broker) and Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
+from service import metrics
+from service.config import get_settings
 from service.db import get_engine
+from service.errors import Unauthenticated
 
 router = APIRouter(tags=["health"])
 
@@ -16,6 +22,25 @@ router = APIRouter(tags=["health"])
 @router.get("/healthz")
 def healthz() -> dict[str, Any]:
     return {"status": "ok"}
+
+
+def _check_broker() -> None:
+    settings = get_settings()
+    url = settings.resolved_broker_url
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return
+    # The filesystem transport: its folder must exist and be writable.
+    folder = settings.broker_folder / "queue"
+    probe = folder / ".readyz"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 @router.get("/readyz")
@@ -27,8 +52,27 @@ def readyz() -> JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        _check_broker()
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    token = get_settings().metrics_token
+    if token is not None:
+        # Optional: team ids appear in labels, so deployments may want the scrape protected.
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.get_secret_value().encode()
+        ):
+            raise Unauthenticated("Send the metrics token as 'Authorization: Bearer <token>'.")
+    body = await run_in_threadpool(metrics.render)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

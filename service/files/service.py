@@ -14,6 +14,7 @@ from service.dispatch import enqueue
 from service.errors import InvalidRequest, NotFound
 from service.files.models import File
 from service.files.storage import StagedUpload, get_storage
+from service.tenants import audit, limits
 
 FINE_TUNE = "fine-tune"
 ACCEPTED_PURPOSES = ("fine-tune",)
@@ -53,6 +54,7 @@ def create_file(
     storage = get_storage()
     try:
         _check_upload(filename, purpose, staged)
+        limits.check_file_create(session, team_id, staged.size)
         file_id = ids.file_id()
         key = f"{team_id}/{file_id}.jsonl"
         storage.commit(staged, key)
@@ -69,6 +71,9 @@ def create_file(
         storage_key=key,
     )
     session.add(record)
+    audit.record(
+        session, None, "file.create", "file", file_id, {"bytes": staged.size}, team_id=team_id
+    )
     # If the transaction fails the row never existed: remove the stored bytes too.
     session.info.setdefault("on_rollback", []).append(lambda: storage.delete(key))
     enqueue("files.validate", file_id)
@@ -113,6 +118,7 @@ def delete_file(session: Session, team_id: str, file_id: str) -> File:
     record = get_file(session, team_id, file_id)
     record.deleted_at = utcnow()
     session.add(record)
+    audit.record(session, None, "file.delete", "file", record.id, team_id=team_id)
     # Jobs keep referring to the row (soft delete); the bytes go once the delete commits.
     key = record.storage_key
     after_commit(lambda: get_storage().delete(key))

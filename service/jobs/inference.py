@@ -18,7 +18,7 @@ def provider_for_model(session: Session, team_id: str, model: str) -> Provider:
             param="model",
             code="model_not_found",
         )
-    return provider_for_account(job.account)
+    return provider_for_account(job.account, session=session)
 
 
 def api_error_from_provider(error: ProviderError) -> FtqError:

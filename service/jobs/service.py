@@ -27,7 +27,8 @@ from service.jobs.models import (
 )
 from service.jobs.schemas import CreateJobInput
 from service.jobs.transitions import add_event, set_status
-from service.providers.registry import default_provider
+from service.providers.registry import provider_for_team
+from service.tenants import audit, limits
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,7 @@ def create_job(
     session: Session, team_id: str, request: CreateJobInput, *, request_id: str | None = None
 ) -> FineTuningJob:
     """Record the job and schedule its submission; nothing reaches the provider here."""
+    limits.check_job_create(session, team_id)
     _check_model(session, team_id, request.model)
     training = _usable_file(session, team_id, request.training_file, "training_file")
     if request.validation_file:
@@ -85,7 +87,7 @@ def create_job(
     )
     if method is None:
         method = {"type": "supervised", "supervised": {"hyperparameters": hyper or {}}}
-    provider = default_provider()
+    provider = provider_for_team(session, team_id)
     job = FineTuningJob(
         id=ids.job_id(),
         team_id=team_id,
@@ -109,6 +111,7 @@ def create_job(
     session.add(job)
     session.flush()
     add_event(session, job, f"Created fine-tuning job: {job.id}")
+    audit.record(session, None, "job.create", "fine_tuning_job", job.id, team_id=team_id)
     enqueue("jobs.submit", job.id)
     return job
 
@@ -166,6 +169,7 @@ def list_jobs(
 def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob:
     """Cancel: local before submission, propagated upstream after; idempotent."""
     job = get_job(session, team_id, job_id, for_update=True)
+    audit.record(session, None, "job.cancel", "fine_tuning_job", job.id, team_id=team_id)
     if job.status in TERMINAL_STATUSES:
         if job.status == JobStatus.cancelled:
             return job

@@ -1,10 +1,22 @@
-"""Which provider serves a job: the deployment default for now, per-team credentials later."""
+"""Which provider serves a job: the team's own credentials if it set some, else the default.
+
+A job records the ``account`` (credential fingerprint) it was created under and keeps it for
+life, so workers resolve providers by account: the default's, or a team credential row's
+(active or retired). Providers are cached per full credential set, so each worker process
+builds one SDK client per account.
+"""
 
 from __future__ import annotations
 
 import functools
 
+from sqlmodel import Session
+
 from service.config import Settings, get_settings
+from service.db import session_scope
+from service.metrics import MeteredCalls
+from service.providers import credentials as team_credentials
+from service.providers.azure_provider import AzureCredentials, AzureOpenAIProvider
 from service.providers.base import Provider
 from service.providers.openai_provider import OpenAICredentials, OpenAIProvider
 
@@ -28,24 +40,60 @@ def default_credentials(settings: Settings | None = None) -> OpenAICredentials:
     )
 
 
+class _MeteredOpenAI(MeteredCalls, OpenAIProvider):
+    pass
+
+
+class _MeteredAzure(MeteredCalls, AzureOpenAIProvider):
+    pass
+
+
 @functools.cache
-def _provider_for(credentials: OpenAICredentials, timeout: float, max_retries: int) -> Provider:
-    return OpenAIProvider(credentials, timeout=timeout, max_retries=max_retries)
+def _provider_for(
+    credentials: OpenAICredentials | AzureCredentials, timeout: float, max_retries: int
+) -> Provider:
+    if isinstance(credentials, AzureCredentials):
+        return _MeteredAzure(credentials, timeout=timeout, max_retries=max_retries)
+    return _MeteredOpenAI(credentials, timeout=timeout, max_retries=max_retries)
+
+
+def _cached(credentials: OpenAICredentials | AzureCredentials, settings: Settings) -> Provider:
+    return _provider_for(
+        credentials, settings.provider_timeout_seconds, settings.provider_max_retries
+    )
 
 
 def default_provider(settings: Settings | None = None) -> Provider:
     settings = settings or get_settings()
-    return _provider_for(
-        default_credentials(settings),
-        settings.provider_timeout_seconds,
-        settings.provider_max_retries,
-    )
+    return _cached(default_credentials(settings), settings)
 
 
-def provider_for_account(account: str, settings: Settings | None = None) -> Provider:
+def provider_for_team(session: Session, team_id: str, settings: Settings | None = None) -> Provider:
+    """The team's credentials if set, else the deployment default."""
+    settings = settings or get_settings()
+    row = team_credentials.active(session, team_id)
+    if row is None:
+        return default_provider(settings)
+    return _cached(team_credentials.credentials_of(row), settings)
+
+
+def provider_for_account(
+    account: str, settings: Settings | None = None, *, session: Session | None = None
+) -> Provider:
+    """The provider a job was created under. Pass ``session`` when already inside one: on
+    SQLite a second transaction would wait for the first one's write lock."""
+    settings = settings or get_settings()
     provider = default_provider(settings)
-    if provider.account != account:
-        # Per-team credentials arrive with the tenancy work; until then a job's account is
-        # always the default one, so a mismatch means the deployment's key was changed.
+    if provider.account == account:
+        return provider
+    if session is not None:
+        row = team_credentials.find_by_account(session, account)
+        found = team_credentials.credentials_of(row) if row else None
+    else:
+        with session_scope(settings) as own:
+            row = team_credentials.find_by_account(own, account)
+            found = team_credentials.credentials_of(row) if row else None
+    if found is None:
+        # The default key was changed, or the credential rows are gone.
         raise LookupError(f"no provider credentials for account {account}")
-    return provider
+    return _cached(found, settings)
