@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 import service.models  # noqa: F401  (every table registered before the first query)
 from api.errors import install_error_handlers
+from api.idempotency import IdempotencyMiddleware
 from api.middleware import RequestContextMiddleware
 from api.routers import (
     api_keys,
@@ -35,6 +36,8 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
+    # Added last = outermost: the request id is bound before idempotency replays answer.
+    app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     for router in (health.router, files.router, jobs.router, models.router, webhooks.router):
         app.include_router(router)

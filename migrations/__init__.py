@@ -17,5 +17,7 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
+    # "heads": revisions written in parallel on independent tables may branch; every branch
+    # is applied (a merge revision can join them later without changing the schema).
     command.upgrade(alembic_config(database_url), revision)

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.files.validation.settings import ValidationSettings
 from service.webhooks.settings import WebhookSettings
 
 # Only ever valid in dev mode; production refuses to start with it.
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: SecretStr | None = None
 
+    # Concurrency: jobs over a limit wait in ftq's queue, taken round-robin by team.
+    max_active_jobs_per_team: int = 3
+    max_active_jobs_per_account: int = 3  # providers cap concurrent fine-tunes (a few per model)
+    concurrency_retry_seconds: float = 60.0  # after an upstream "too many jobs" 429
+    daily_cap_retry_seconds: float = 3600.0  # after an upstream daily job cap 429
+
     # Base models a job may name (``ft:`` models of the same team are accepted too).
     fine_tunable_models: list[str] = [
         "gpt-4.1-2025-04-14",
@@ -94,6 +101,7 @@ class Settings(BaseSettings):
     broker_visibility_timeout_seconds: int = 3600
 
     webhooks: WebhookSettings = WebhookSettings()
+    validation: ValidationSettings = ValidationSettings()
     limits: LimitSettings = LimitSettings()
 
     sandbox_port: int = 8765

@@ -1,6 +1,7 @@
 """Every table, imported in one place for Alembic and for metadata creation."""
 
 from service.files.models import File, ProviderFile
+from service.idempotency import IdempotencyKey
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 from service.providers.credentials import ProviderCredential
 from service.tenants.models import ApiKey, ApiKeyAddress, AuditEvent, Team, TeamLimits
@@ -17,6 +18,7 @@ __all__ = [
     "ApiKeyAddress",
     "AuditEvent",
     "File",
+    "IdempotencyKey",
     "FineTuningJob",
     "JobCheckpoint",
     "JobEvent",

@@ -34,6 +34,7 @@ app.conf.update(
     worker_redirect_stdouts=False,
     beat_schedule={
         "jobs.sweep": {"task": "jobs.sweep", "schedule": settings.sweep_interval_seconds},
+        "jobs.admit": {"task": "jobs.admit", "schedule": settings.sweep_interval_seconds},
         "jobs.reconcile": {
             "task": "jobs.reconcile",
             "schedule": settings.reconcile_interval_seconds,

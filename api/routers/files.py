@@ -6,11 +6,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader, Writer
 from api.uploads import read_upload
 from service.db import session_scope
+from service.files import derived
 from service.files import service as files
 from service.files.storage import get_storage
 
@@ -91,3 +93,59 @@ def file_validation(file_id: str, principal: Reader) -> dict[str, Any]:
             "verdict": record.verdict,
             "report": record.report,
         }
+
+
+class SplitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+
+
+class ConvertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system_prompt: str | None = Field(None, max_length=100_000)
+
+
+@router.post("/{file_id}/split")
+def split_file(file_id: str, principal: Writer, body: SplitRequest | None = None) -> dict[str, Any]:
+    body = body or SplitRequest()
+    with session_scope() as session:
+        train, valid = derived.split(
+            session,
+            principal.team_id,
+            file_id,
+            validation_fraction=body.validation_fraction,
+            seed=body.seed,
+        )
+        return {
+            "object": "file.split",
+            "source_file": file_id,
+            "validation_fraction": body.validation_fraction,
+            "seed": body.seed,
+            "training_file": files.file_object(train),
+            "validation_file": files.file_object(valid),
+        }
+
+
+@router.post("/{file_id}/convert")
+def convert_file(
+    file_id: str, principal: Writer, body: ConvertRequest | None = None
+) -> dict[str, Any]:
+    body = body or ConvertRequest()
+    with session_scope() as session:
+        converted = derived.convert_to_chat(
+            session, principal.team_id, file_id, system_prompt=body.system_prompt
+        )
+        return files.file_object(converted)
+
+
+@router.get("/{file_id}/sample")
+def sample_file(
+    file_id: str,
+    principal: Reader,
+    n: Annotated[int, Query(ge=1, le=1000)] = 20,
+    seed: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    with session_scope() as session:
+        data = derived.sample(session, principal.team_id, file_id, n=n, seed=seed)
+    return {"object": "list", "data": data, "has_more": False, "n": n, "seed": seed}

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from api.auth import Reader, Writer
 from api.pagination import page
 from service.db import session_scope
+from service.jobs import capacity, estimates
 from service.jobs import service as jobs
 from service.jobs.schemas import CreateJobInput
 from service.jobs.serializers import checkpoint_object, event_object, job_object
@@ -34,6 +35,12 @@ def create_job(body: CreateJobInput, request: Request, principal: Writer) -> dic
         return job_object(job)
 
 
+@router.post("/estimate")
+def estimate_job(body: CreateJobInput, principal: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        return estimates.estimate(session, principal.team_id, body)
+
+
 @router.get("")
 def list_jobs(
     request: Request,
@@ -45,19 +52,34 @@ def list_jobs(
         rows, has_more = jobs.list_jobs(
             session, principal.team_id, after=after, limit=limit, metadata=_metadata_filter(request)
         )
-        return page([job_object(j) for j in rows], has_more)
+        positions = capacity.queue_positions(session, rows)
+        return page([job_object(j, queue_position=positions.get(j.id)) for j in rows], has_more)
 
 
 @router.get("/{job_id}")
 def retrieve_job(job_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
-        return job_object(jobs.get_job(session, principal.team_id, job_id))
+        job = jobs.get_job(session, principal.team_id, job_id)
+        positions = capacity.queue_positions(session, [job])
+        return job_object(job, queue_position=positions.get(job.id))
 
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
         return job_object(jobs.request_cancel(session, principal.team_id, job_id))
+
+
+@router.post("/{job_id}/pause")
+def pause_job(job_id: str, principal: Writer) -> dict[str, Any]:
+    with session_scope() as session:
+        return job_object(jobs.pause_job(session, principal.team_id, job_id))
+
+
+@router.post("/{job_id}/resume")
+def resume_job(job_id: str, principal: Writer) -> dict[str, Any]:
+    with session_scope() as session:
+        return job_object(jobs.resume_job(session, principal.team_id, job_id))
 
 
 @router.get("/{job_id}/events")

@@ -14,7 +14,7 @@ from api.auth import Reader, Writer
 from api.pagination import page
 from service.db import session_scope
 from service.errors import InvalidRequest, NotFound
-from service.jobs import service as jobs
+from service.jobs import inference
 from service.jobs.inference import api_error_from_provider, provider_for_model
 from service.providers.base import ProviderError
 
@@ -24,13 +24,13 @@ router = APIRouter(tags=["models"])
 @router.get("/v1/models")
 def list_models(principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
-        return page(jobs.list_team_models(session, principal.team_id), False)
+        return page(inference.list_models(session, principal.team_id), False)
 
 
 @router.get("/v1/models/{model_id:path}")
 def retrieve_model(model_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
-        for model in jobs.list_team_models(session, principal.team_id):
+        for model in inference.list_models(session, principal.team_id):
             if model["id"] == model_id:
                 return model
     raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
@@ -86,5 +86,30 @@ async def chat_completions(
         return StreamingResponse(_sse(replay()), media_type="text/event-stream")
     try:
         return await run_in_threadpool(provider.chat_completion, body)
+    except ProviderError as error:
+        raise api_error_from_provider(error) from error
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, principal: Writer) -> dict[str, Any]:
+    """Legacy completions, for fine-tunes of babbage-002 and davinci-002."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("We could not parse the JSON body of your request.") from None
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    if "prompt" not in body:
+        raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
+    if body.get("stream"):
+        raise InvalidRequest("Streaming is not supported on /v1/completions.", param="stream")
+
+    def resolve() -> Any:
+        with session_scope() as session:
+            return provider_for_model(session, principal.team_id, body["model"])
+
+    provider = await run_in_threadpool(resolve)
+    try:
+        return await run_in_threadpool(provider.completion, body)
     except ProviderError as error:
         raise api_error_from_provider(error) from error

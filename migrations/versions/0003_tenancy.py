@@ -1,7 +1,7 @@
 """tenancy: audit events, team limits, key addresses, provider credentials
 
 Revision ID: 0003
-Revises: 0002
+Revises: 0003_jobs
 Create Date: 2026-11-26
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_jobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import sqlalchemy as sa
 import structlog
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
 from service.files.models import File
 from service.files.service import file_object, file_path
+from service.files.validation.report import Finding, Report
+from service.files.validation.screening import apply_screening, screen_file
+from service.files.validation.settings import ValidationSettings
+from service.files.validation.validator import validate_file
+from service.providers.base import ProviderError
+from service.providers.registry import default_provider, provider_for_account
 from service.webhooks.outbox import record_event
 
 log = structlog.get_logger(__name__)
 
 MAX_VALIDATION_ATTEMPTS = 5
+MODERATION_MODEL = "omni-moderation-latest"
 
 
 def _claim(file_id: str) -> bool:
@@ -43,26 +51,75 @@ def _claim(file_id: str) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def validate(file_id: str) -> None:
-    """Validate one file and store its report; idempotent (a finished file is left alone)."""
+def validate(file_id: str, *, final_attempt: bool = True) -> None:
+    """Validate and screen one file and store its report; idempotent (a finished file is
+    left alone). A transient moderation failure raises ProviderError unless this is the
+    caller's final attempt, so the task can retry before settling for a warning."""
     if not _claim(file_id):
         return
     with session_scope() as session:
         record = session.get(File, file_id)
         assert record is not None
         path, attempts = file_path(record), record.validation_attempts
+        filename, account = record.filename, _account_for(session, record.team_id)
     if attempts > MAX_VALIDATION_ATTEMPTS:
         _store(file_id, None, error="validation crashed repeatedly")
         return
-    from service.files.validation.validator import validate_file
-
+    settings = get_settings().validation
     try:
-        report = validate_file(path)
+        report = validate_file(path, settings=settings)
     except Exception as exc:  # a validator bug must not leave the file pending forever
         log.exception("validation_failed", file_id=file_id)
         _store(file_id, None, error=f"validator error: {exc}")
         return
-    _store(file_id, report.model_dump(mode="json"))
+    report = _screen(report, path, account, settings, final_attempt=final_attempt)
+    document = report.model_dump(mode="json")
+    document["path"] = filename  # never the server's storage path
+    _store(file_id, document)
+
+
+def _screen(
+    report: Report, path: Path, account: str, settings: ValidationSettings, *, final_attempt: bool
+) -> Report:
+    """Moderation over every example or a seeded sample, through the team's provider."""
+    if report.format == "unknown" or report.examples == 0:
+        return report
+    provider = provider_for_account(account)
+    model = MODERATION_MODEL
+
+    def moderate(batch: list[str]) -> list[dict]:
+        return provider.moderate(batch, model)
+
+    try:
+        findings, summary = screen_file(path, moderate, settings)
+    except ProviderError as error:
+        if error.retryable and not final_attempt:
+            raise
+        unavailable = Finding(
+            line=None,
+            code="moderation_unavailable",
+            severity="warning",
+            message=f"The provider's moderation endpoint failed: {error.message}",
+            suggestion="Review a sample (GET /v1/files/{id}/sample) or re-upload to screen again.",
+        )
+        return apply_screening(
+            report, [unavailable], {"screened": 0, "error": error.message}, settings
+        )
+    return apply_screening(report, findings, summary, settings)
+
+
+def _account_for(session: Session, team_id: str) -> str:
+    return default_provider().account
+
+
+def release(file_id: str) -> None:
+    """Give a claimed validation back (its task will retry)."""
+    with session_scope() as session:
+        session.execute(
+            sa.update(File)
+            .where(File.id == file_id, File.validation_status == "running")  # type: ignore[arg-type]
+            .values(validation_status="pending", validation_lease_expires_at=None)
+        )
 
 
 def _store(file_id: str, report: dict | None, *, error: str | None = None) -> None:
@@ -81,6 +138,20 @@ def _store(file_id: str, report: dict | None, *, error: str | None = None) -> No
             record.format = report.get("format")
             record.examples = report.get("examples")
         session.add(record)
+        # Jobs that were waiting for this report can move on.
+        from service.jobs.models import FineTuningJob, JobStage
+
+        waiting = session.exec(
+            select(FineTuningJob.id).where(
+                FineTuningJob.stage == JobStage.validating,
+                sa.or_(
+                    FineTuningJob.training_file_id == record.id,
+                    FineTuningJob.validation_file_id == record.id,
+                ),
+            )
+        ).all()
+        for job_id in waiting:
+            enqueue("jobs.submit", job_id)
         record_event(
             session,
             team_id=record.team_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,25 @@ def create_file(
     session.info.setdefault("on_rollback", []).append(lambda: storage.delete(key))
     enqueue("files.validate", file_id)
     return record
+
+
+def create_derived_file(
+    session: Session, team_id: str, filename: str, write: Callable[[Path], object]
+) -> File:
+    """A new file produced by ftq (split, conversion): ``write`` fills a scratch path, whose
+    bytes are then stored exactly like an upload (hashed, size-checked, validated)."""
+    storage = get_storage()
+    scratch = storage.root / ".staging" / f"derived-{ids.random_base62(12)}.jsonl"
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write(scratch)
+        staged = storage.stage()
+        with scratch.open("rb") as source:
+            while chunk := source.read(1024 * 1024):
+                staged.write(chunk)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return create_file(session, team_id, filename, FINE_TUNE, staged)
 
 
 def get_file(session: Session, team_id: str, file_id: str) -> File:

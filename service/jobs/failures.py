@@ -65,6 +65,16 @@ _BY_PROVIDER_CODE = {
 }
 
 
+_CAPACITY_CODES = {"rate_limit_exceeded", "daily_rate_limit_exceeded", "concurrent_jobs_limit"}
+
+
+def is_capacity_limit(error: ProviderError) -> bool:
+    """A create refused because of concurrency or a daily cap: wait and retry, never fail."""
+    if error.status_code != 429:
+        return False
+    return error.code in _CAPACITY_CODES or error.kind == ErrorKind.rate_limited
+
+
 def classify(error: ProviderError) -> FailureCode:
     if error.code in _BY_PROVIDER_CODE:
         return _BY_PROVIDER_CODE[error.code]

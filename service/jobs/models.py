@@ -32,13 +32,17 @@ TERMINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.
 
 class JobStage(enum.StrEnum):
     pending = "pending"  # accepted, waiting for the submit task
+    validating = "validating"  # waiting for its files' pre-flight reports
+    waiting = "waiting"  # in ftq's queue for a team or provider-account slot
     uploading = "uploading"  # sending the dataset to the provider
     creating = "creating"  # creating the upstream job (exactly once)
     tracking = "tracking"  # upstream job exists; the sweeper follows it
     done = "done"  # terminal
 
 
-SUBMISSION_STAGES = frozenset({JobStage.pending, JobStage.uploading, JobStage.creating})
+SUBMISSION_STAGES = frozenset(
+    {JobStage.pending, JobStage.validating, JobStage.uploading, JobStage.creating}
+)
 
 
 class FineTuningJob(SQLModel, table=True):
@@ -61,6 +65,11 @@ class FineTuningJob(SQLModel, table=True):
     seed: int
     user_metadata: dict[str, str] | None = Field(default=None, sa_column=json_column())
     integrations: list[dict[str, Any]] | None = Field(default=None, sa_column=json_column())
+
+    # ftq's own copy of a prompt/completion file converted for a chat model.
+    converted_training_file_id: str | None = Field(default=None, max_length=40)
+    priority: int = 0  # within a team's queue; teams themselves take turns
+    admitted_at: dt.datetime | None = None  # when it last got a concurrency slot
 
     provider: str = Field(default="openai", max_length=32)
     account: str = Field(max_length=64)  # fingerprint of the provider credentials used

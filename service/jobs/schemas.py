@@ -74,6 +74,8 @@ class CreateJobInput(BaseModel):
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
     metadata: dict[str, str] | None = None
     integrations: Annotated[list[Integration], Field(max_length=5)] | None = None
+    # ftq extension (send with extra_body): order within the team's own queue.
+    priority: Annotated[int, Field(ge=-10, le=10)] = 0
 
     @field_validator("metadata")
     @classmethod

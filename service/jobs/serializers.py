@@ -11,7 +11,17 @@ def _ts(value: Any) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-def job_object(job: FineTuningJob) -> dict[str, Any]:
+def _actual_cost(job: FineTuningJob) -> float | None:
+    if not job.trained_tokens:
+        return None
+    from service.config import get_settings
+    from service.files.validation.settings import price_per_million_for
+
+    price = price_per_million_for(job.model, get_settings().validation)
+    return round(job.trained_tokens * price / 1_000_000, 6)
+
+
+def job_object(job: FineTuningJob, *, queue_position: int | None = None) -> dict[str, Any]:
     hyper = job.hyperparameters or {}
     return {
         "id": job.id,
@@ -39,8 +49,12 @@ def job_object(job: FineTuningJob) -> dict[str, Any]:
         "metadata": job.user_metadata,
         # ftq's added fields; SDK clients keep them in model_extra.
         "stage": job.stage,
+        "queue_position": queue_position,
+        "priority": job.priority,
         "provider": job.provider,
         "sequence": job.sequence,
+        # What the provider bills for (trained tokens at the configured price).
+        "cost_usd": _actual_cost(job),
     }
 
 

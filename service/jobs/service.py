@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -67,6 +66,17 @@ def _check_model(session: Session, team_id: str, model: str) -> None:
     )
 
 
+def _refuse_blocked(record: File, param: str) -> None:
+    if record.verdict == "block":
+        errors = (record.report or {}).get("counts_by_severity", {}).get("error", 0)
+        raise InvalidRequest(
+            f"File {record.id} failed ftq's pre-flight checks with {errors} error(s); "
+            f"see GET /v1/files/{record.id}/validation for each finding and its fix.",
+            param=param,
+            code="file_blocked",
+        )
+
+
 def create_job(
     session: Session, team_id: str, request: CreateJobInput, *, request_id: str | None = None
 ) -> FineTuningJob:
@@ -74,8 +84,10 @@ def create_job(
     limits.check_job_create(session, team_id)
     _check_model(session, team_id, request.model)
     training = _usable_file(session, team_id, request.training_file, "training_file")
+    _refuse_blocked(training, "training_file")
     if request.validation_file:
-        _usable_file(session, team_id, request.validation_file, "validation_file")
+        validation = _usable_file(session, team_id, request.validation_file, "validation_file")
+        _refuse_blocked(validation, "validation_file")
         if request.validation_file == training.id:
             raise InvalidRequest(
                 "The same file cannot be both training_file and validation_file.",
@@ -104,6 +116,7 @@ def create_job(
         integrations=[i.model_dump(exclude_none=True) for i in request.integrations]
         if request.integrations
         else None,
+        priority=request.priority,
         provider=provider.name,
         account=provider.account,
         request_id=request_id,
@@ -195,6 +208,50 @@ def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob
     return job
 
 
+def _upstream_control(
+    session: Session, team_id: str, job_id: str, action: str, allowed: set[str]
+) -> FineTuningJob:
+    """Pause or resume: passed through to the provider, the result recorded at once."""
+    from service.providers.base import ProviderError
+    from service.providers.registry import provider_for_account
+
+    job = get_job(session, team_id, job_id)
+    if job.status not in allowed or job.upstream_job_id is None:
+        raise InvalidRequest(
+            f"Job {job.id} is {job.status}; only {' or '.join(sorted(allowed))} jobs can be "
+            f"{'paused' if action == 'pause' else 'resumed'}.",
+            param="fine_tuning_job_id",
+            code="invalid_job_state",
+        )
+    provider = provider_for_account(job.account)
+    call = provider.pause_job if action == "pause" else provider.resume_job
+    try:
+        upstream = call(job.upstream_job_id)
+    except ProviderError as error:
+        from service.jobs.inference import api_error_from_provider
+
+        raise api_error_from_provider(error) from error
+    job = get_job(session, team_id, job_id, for_update=True)
+    job.upstream_status = upstream.status
+    set_status(session, job, upstream.status)
+    add_event(
+        session, job, f"Job {'paused' if action == 'pause' else 'resumed'} at the team's request."
+    )
+    # Poll soon so events and timing catch up with the new state.
+    job.poll_interval_seconds = None
+    job.next_poll_at = utcnow()
+    session.add(job)
+    return job
+
+
+def pause_job(session: Session, team_id: str, job_id: str) -> FineTuningJob:
+    return _upstream_control(session, team_id, job_id, "pause", {"running", "queued"})
+
+
+def resume_job(session: Session, team_id: str, job_id: str) -> FineTuningJob:
+    return _upstream_control(session, team_id, job_id, "resume", {"paused"})
+
+
 def list_events(
     session: Session, team_id: str, job_id: str, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[JobEvent], bool]:
@@ -244,20 +301,3 @@ def find_model_owner(session: Session, team_id: str, model: str) -> FineTuningJo
         .where(FineTuningJob.team_id == team_id, JobCheckpoint.fine_tuned_model_checkpoint == model)
     ).first()
     return session.get(FineTuningJob, checkpoint.job_id) if checkpoint else None
-
-
-def list_team_models(session: Session, team_id: str) -> list[dict[str, Any]]:
-    jobs = session.exec(
-        select(FineTuningJob)
-        .where(FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model.is_not(None))  # type: ignore[union-attr]
-        .order_by(FineTuningJob.created_at)
-    )
-    return [
-        {
-            "id": job.fine_tuned_model,
-            "object": "model",
-            "created": int((job.finished_at or job.created_at).timestamp()),
-            "owned_by": team_id,
-        }
-        for job in jobs
-    ]

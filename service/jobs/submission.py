@@ -21,7 +21,7 @@ from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.files.models import File, ProviderFile
 from service.files.service import file_path
-from service.jobs import failures
+from service.jobs import capacity, failures
 from service.jobs.models import SUBMISSION_STAGES, FineTuningJob, JobStage, JobStatus
 from service.jobs.transitions import add_event, set_status
 from service.providers.base import CreateJobRequest, ErrorKind, Provider, ProviderError, UpstreamJob
@@ -171,7 +171,8 @@ def _upload_files(claim: Claimed, owner: str, provider: Provider) -> bool:
             return False
         job = session.get(FineTuningJob, claim.job_id, populate_existing=True)
         assert job is not None
-        training_id, validation_id = job.training_file_id, job.validation_file_id
+        training_id = job.converted_training_file_id or job.training_file_id
+        validation_id = job.validation_file_id
     look_first = claim.attempts > 1
     upstream_training = _ensure_uploaded(provider, training_id, look_first=look_first)
     upstream_validation = (
@@ -239,8 +240,135 @@ def _record_upstream(job_id: str, owner: str, upstream: UpstreamJob) -> None:
             set_status(session, job, upstream.status)
 
 
+CHAT_INCAPABLE_MODELS = ("babbage-002", "davinci-002")
+
+
+def _is_chat_model(model: str) -> bool:
+    base = model.split(":")[1] if model.startswith("ft:") else model
+    return not base.startswith(CHAT_INCAPABLE_MODELS)
+
+
+def _convert_for_chat(session: Session, job: FineTuningJob, training: File) -> None:
+    """The article's prompt/completion data given for a chat model: convert instead of
+    letting the provider reject it, and say so in the job and in the file's report."""
+    from service.files.derived import convert_to_chat
+
+    converted = convert_to_chat(session, job.team_id, training.id)
+    job.converted_training_file_id = converted.id
+    add_event(
+        session,
+        job,
+        f"Training file {training.id} is prompt/completion data; {job.model} is a chat model, "
+        f"so ftq converted it to chat format as {converted.id}.",
+        level="warn",
+    )
+    report = dict(training.report or {})
+    report["findings"] = [
+        *report.get("findings", []),
+        {
+            "line": None,
+            "code": "converted_to_chat",
+            "severity": "warning",
+            "message": f"Converted to chat for {job.model} (job {job.id}) as {converted.id}.",
+            "suggestion": "Upload chat-format data (messages) to control the conversion.",
+            "file": "training",
+        },
+    ]
+    counts = dict(report.get("counts_by_code", {}))
+    counts["converted_to_chat"] = counts.get("converted_to_chat", 0) + 1
+    report["counts_by_code"] = counts
+    training.report = report
+    session.add(training)
+
+
+def _gate(job_id: str) -> bool:
+    """Validation, conversion and capacity; True when the job may go to the provider now."""
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.stage in (JobStage.tracking, JobStage.done, JobStage.waiting):
+            return False
+        if job.stage in (JobStage.uploading, JobStage.creating):
+            return True  # a started submission resumes where it stopped
+        if job.cancel_requested:
+            set_status(session, job, JobStatus.cancelled)
+            add_event(session, job, "Job cancelled before it reached the provider.")
+            return False
+        files = [
+            f
+            for f in (
+                session.get(File, job.training_file_id),
+                session.get(File, job.validation_file_id) if job.validation_file_id else None,
+            )
+            if f is not None
+        ]
+        pending = [f for f in files if f.validation_status in ("pending", "running")]
+        if pending:
+            if job.stage != JobStage.validating:
+                job.stage = JobStage.validating
+                job.updated_at = utcnow()
+                session.add(job)
+                add_event(session, job, f"Waiting for the pre-flight report of {pending[0].id}.")
+            return False
+        blocked = [f for f in files if f.verdict == "block"]
+        if blocked:
+            record = blocked[0]
+            errors = (record.report or {}).get("counts_by_severity", {}).get("error", 0)
+            job.error = failures.job_error(
+                failures.DATA_FORMAT,
+                f"File {record.id} failed ftq's pre-flight checks with {errors} error(s); "
+                f"see GET /v1/files/{record.id}/validation.",
+                param="training_file" if record.id == job.training_file_id else "validation_file",
+            )
+            set_status(session, job, JobStatus.failed)
+            add_event(session, job, job.error["message"], level="error")
+            return False
+        training = files[0]
+        if (
+            training.format == "prompt_completion"
+            and _is_chat_model(job.model)
+            and job.converted_training_file_id is None
+        ):
+            _convert_for_chat(session, job, training)
+        capacity.lock_account(session, job.account)
+        if capacity.others_waiting(session, job) or not capacity.has_slot(session, job):
+            capacity.send_to_queue(
+                session,
+                job,
+                "Waiting in ftq's queue: the team or provider account is at its limit.",
+            )
+            return False
+        # Taking the slot now, under the account lock, so concurrent admissions count it.
+        job.stage = JobStage.uploading
+        job.admitted_at = utcnow()
+        job.updated_at = utcnow()
+        session.add(job)
+        return True
+
+
+def _requeue_after_limit(job_id: str, owner: str, error: ProviderError) -> None:
+    settings = get_settings()
+    daily = error.code == "daily_rate_limit_exceeded"
+    if daily:
+        delay = max(settings.daily_cap_retry_seconds, error.retry_after or 0)
+    else:
+        delay = error.retry_after or settings.concurrency_retry_seconds
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.lease_owner != owner:
+            return
+        what = "daily job cap" if daily else "concurrent job limit"
+        capacity.send_to_queue(
+            session,
+            job,
+            f"The provider's {what} is reached ({error.message}); ftq retries in {int(delay)} s.",
+            not_before=utcnow() + dt.timedelta(seconds=delay),
+        )
+
+
 def submit(job_id: str, owner: str) -> None:
     """Upload the job's files and create its upstream job; safe to run any number of times."""
+    if not _gate(job_id):
+        return
     claim = claim_for_submission(job_id, owner)
     if claim is None:
         return
@@ -252,12 +380,15 @@ def submit(job_id: str, owner: str) -> None:
         return
     what = "Upload"
     try:
-        uploading = claim.stage in (JobStage.pending, JobStage.uploading)
+        uploading = claim.stage in (JobStage.pending, JobStage.validating, JobStage.uploading)
         if uploading and not _upload_files(claim, owner, provider):
             return
         what = "Job creation"
         upstream = _create_upstream(claim, owner, provider)
     except ProviderError as error:
+        if what == "Job creation" and failures.is_capacity_limit(error):
+            _requeue_after_limit(job_id, owner, error)
+            return
         if error.retryable:
             raise _retry_later(job_id, owner, error, what, claim.attempts) from error
         _fail(job_id, owner, error, what)

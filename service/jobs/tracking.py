@@ -85,6 +85,14 @@ def sweep(owner_prefix: str) -> list[str]:
     return [job_id for job_id, _ in claimed]
 
 
+def admit() -> list[str]:
+    """Hand free concurrency slots to queued jobs (round-robin by team)."""
+    from service.jobs import capacity
+
+    with session_scope() as session:
+        return capacity.admit_all(session)
+
+
 def reconcile() -> list[str]:
     """Re-enqueue submissions whose message was lost (flushed broker, killed worker)."""
     settings = get_settings()

@@ -258,6 +258,19 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise translate_error(exc) from exc
 
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        rest = {k: v for k, v in body.items() if k not in ("model", "prompt", "stream")}
+        result = self._call(
+            self._client.completions.create,
+            model=body["model"],
+            prompt=body["prompt"],
+            extra_body=rest,
+        )
+        return result.model_dump(exclude_unset=True)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [m.model_dump() for m in self._call(self._client.models.list).data]
+
     def moderate(self, inputs: list[str], model: str) -> list[dict[str, Any]]:
         result = self._call(self._client.moderations.create, input=inputs, model=model)
         return [r.model_dump(by_alias=True) for r in result.results]

@@ -32,3 +32,8 @@ def sweep_jobs() -> int:
 @app.task(name="jobs.reconcile", expires=60)
 def reconcile_jobs() -> int:
     return len(tracking.reconcile())
+
+
+@app.task(name="jobs.admit", expires=30)
+def admit_jobs() -> int:
+    return len(tracking.admit())

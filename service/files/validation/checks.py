@@ -424,7 +424,7 @@ class ChunkScanner:
             else:
                 tokens += count_message_tokens(message, count)
                 if is_assistant:
-                    assistant_tokens += count_assistant_tokens((message,), count)
+                    assistant_tokens += count_assistant_tokens([message], count)
         self._assistant_tokens = assistant_tokens
         return tokens, has_system, has_user, has_assistant, trainable, called, call_ids
 

@@ -1,0 +1,54 @@
+"""Tokens, epochs and money for a job, before anything is spent."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlmodel import Session
+
+from service.config import get_settings
+from service.errors import Conflict, InvalidRequest
+from service.files.validation.estimate import estimate_for_job
+from service.files.validation.report import Report
+from service.jobs.schemas import CreateJobInput
+from service.jobs.service import _check_model, _usable_file
+
+
+def requested_epochs(request: CreateJobInput) -> int | Literal["auto"]:
+    hyper = None
+    if request.method is not None:
+        section = getattr(request.method, request.method.type, None)
+        hyper = getattr(section, "hyperparameters", None) if section else None
+    hyper = hyper or request.hyperparameters
+    epochs = getattr(hyper, "n_epochs", None) if hyper else None
+    return epochs if isinstance(epochs, int) else "auto"
+
+
+def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[str, Any]:
+    _check_model(session, team_id, request.model)
+    training = _usable_file(session, team_id, request.training_file, "training_file")
+    if training.validation_status in ("pending", "running"):
+        raise Conflict(
+            f"File {training.id} is still being validated; retry in a few seconds.",
+            param="training_file",
+            code="validation_pending",
+            headers={"Retry-After": "2"},
+        )
+    if training.validation_status != "completed" or not training.report:
+        raise InvalidRequest(
+            f"File {training.id} could not be validated; "
+            f"see GET /v1/files/{training.id}/validation.",
+            param="training_file",
+            code="validation_failed",
+        )
+    report = Report.model_validate(training.report)
+    result = estimate_for_job(
+        report, request.model, requested_epochs(request), get_settings().validation
+    )
+    return {
+        "object": "fine_tuning.job.estimate",
+        "training_file": training.id,
+        "verdict": report.verdict,
+        "validation_report": f"/v1/files/{training.id}/validation",
+        **result.model_dump(mode="json"),
+    }
