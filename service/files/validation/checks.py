@@ -40,6 +40,7 @@ PROMPT_SEPARATORS = (
 PROMPT_SEPARATOR_FALLBACK = "\n\n### =>\n\n"
 COMPLETION_ENDINGS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%")
 COMPLETION_ENDING_FALLBACK = " [END]"
+_PLAIN_ROLES = frozenset({"system", "user", "assistant"})
 # Distinct completions remembered for the classification heuristic (unique < n/3).
 MAX_DISTINCT_COMPLETIONS = 50_000
 
@@ -354,6 +355,23 @@ class ChunkScanner:
         called: set[str] = set()
         call_ids: set[str] = set()
         for position, message in enumerate(messages):
+            # Fast path for the shape of nearly every message: exactly {role, content}, a
+            # non-empty string content and a plain role. Same checks and counts, fewer steps.
+            if type(message) is dict and len(message) == 2:
+                role = message.get("role")
+                content = message.get("content")
+                if type(content) is str and content and role in _PLAIN_ROLES:
+                    texts.append(content)
+                    content_tokens = count(content)
+                    tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
+                    if role == "assistant":
+                        has_assistant = trainable = True
+                        assistant_tokens += content_tokens
+                    elif role == "user":
+                        has_user = True
+                    else:
+                        has_system = True
+                    continue
             label = f"{where}[{position}]"
             if type(message) is not dict:
                 self.emit(line, "message_not_object", f"{label} is not an object.")
