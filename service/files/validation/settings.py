@@ -82,7 +82,8 @@ class ValidationSettings(BaseModel):
     chunk_bytes: int = 4 * 1024 * 1024
     # Files smaller than this are validated in-process: a worker pool costs more than it saves.
     parallel_min_bytes: int = 8 * 1024 * 1024
-    token_cache_size: int = 4_096
+    # Each cached string is held in memory; 1k entries keep every repeated system prompt.
+    token_cache_size: int = 1_024
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
 
 

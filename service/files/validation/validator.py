@@ -143,10 +143,9 @@ def _scan_file(
     ranges = chunk_boundaries(path, settings.chunk_bytes)
     tasks = [ChunkTask(str(path), start, end, config) for start, end in ranges]
     parallel = scan.bytes >= settings.parallel_min_bytes
-    # Format codes per example, 1 byte each, so off-format lines can be reported once the
-    # dominant format is known. Cheap (1 MB per million rows) and released after the scan.
-    example_lines = array("Q")
-    example_formats = bytearray()
+    # The first lines of each format, enough to report off-format lines (findings are capped
+    # per code) once the dominant format is known; the counts come from scan.formats.
+    format_lines: dict[int, list[int]] = {}
     line_offset = 0
     for result in _run_chunks(tasks, workers, parallel):
         for raw in result.findings:
@@ -170,14 +169,13 @@ def _scan_file(
             exact_index,
             near_index,
             leak_indexes,
-            example_lines,
-            example_formats,
+            format_lines,
         )
         line_offset += result.lines
         if progress is not None:
             progress(result.end, scan.bytes)
     scan.dedup_saturated = exact_index.saturated or near_index.saturated
-    _check_formats(scan, sink, example_lines, example_formats)
+    _check_formats(scan, sink, format_lines)
     return scan
 
 
@@ -188,14 +186,15 @@ def _check_duplicates(
     exact_index: HashIndex,
     near_index: HashIndex,
     leak_indexes: tuple[HashIndex, HashIndex] | None,
-    example_lines: array[int],
-    example_formats: bytearray,
+    format_lines: dict[int, list[int]],
 ) -> None:
+    cap = sink.cap
     for position in range(0, len(records), 4):
         line = records[position] + line_offset
         exact, near, format_code = records[position + 1 : position + 4]
-        example_lines.append(line)
-        example_formats.append(format_code)
+        lines_of_format = format_lines.setdefault(format_code, [])
+        if len(lines_of_format) < cap:
+            lines_of_format.append(line)
         if leak_indexes is not None:
             train_exact, train_near = leak_indexes
             first = train_exact.get(exact)
@@ -222,24 +221,22 @@ def _check_duplicates(
                 )
 
 
-def _check_formats(
-    scan: FileScan, sink: FindingSink, example_lines: array[int], example_formats: bytearray
-) -> None:
+def _check_formats(scan: FileScan, sink: FindingSink, format_lines: dict[int, list[int]]) -> None:
     known = Counter({k: n for k, n in scan.formats.items() if k != fmt.UNKNOWN})
     scan.dominant_format = known.most_common(1)[0][0] if known else fmt.UNKNOWN
-    if len(known) <= 1:
-        return
-    dominant_code = fmt.FORMAT_CODES[scan.dominant_format]
-    unknown_code = fmt.FORMAT_CODES[fmt.UNKNOWN]
-    for line, code in zip(example_lines, example_formats, strict=True):
-        if code not in (dominant_code, unknown_code):
+    for name, total in known.items():
+        if name == scan.dominant_format:
+            continue
+        lines = format_lines.get(fmt.FORMAT_CODES[name], [])
+        for line in lines:
             sink.add(
                 RawFinding(
-                    line,
-                    "mixed_formats",
-                    f"A {fmt.FORMATS[code]} example in a {scan.dominant_format} file.",
+                    line, "mixed_formats", f"A {name} example in a {scan.dominant_format} file."
                 )
             )
+        scan.counts["mixed_formats"] += total - len(lines)  # beyond the cap: counted only
+    if scan.counts.get("mixed_formats") == 0:
+        del scan.counts["mixed_formats"]
 
 
 def _check_file_level(scan: FileScan, sink: FindingSink, settings: ValidationSettings) -> None:

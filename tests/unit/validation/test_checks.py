@@ -401,3 +401,11 @@ def test_parallel_scan_matches_sequential(tmp_path: Path) -> None:
     ]
     assert parallel.tokens == sequential.tokens
     assert parallel.examples == sequential.examples == 299
+
+
+def test_mixed_formats_are_counted_beyond_the_cap(tmp_path: Path) -> None:
+    settings = FAST_SETTINGS.model_copy(update={"findings_cap_per_code": 2})
+    lines = clean_chat_lines(60) + lines_of([pc(i) for i in range(5)])
+    report = validate_lines(tmp_path, lines, settings=settings)
+    assert report.counts_by_code["mixed_formats"] == 5
+    assert [f.line for f in report.findings if f.code == "mixed_formats"] == [61, 62]
