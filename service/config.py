@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.files.validation.settings import ValidationSettings
+from service.providers.local.settings import LocalTrainingSettings
 from service.webhooks.settings import WebhookSettings
 
 # Only ever valid in dev mode; production refuses to start with it.
@@ -34,6 +35,28 @@ class LimitSettings(BaseModel):
     max_stored_bytes: int = Field(default=50 * 1024**3, ge=0)  # sum of the team's live files
     max_files: int = Field(default=1000, ge=0)
     requests_per_minute: int = Field(default=1200, ge=1)  # per API key, all routes together
+
+
+class LocalSettings(LocalTrainingSettings):
+    """The local provider (``FTQ_LOCAL__*``): the trainer's settings plus how ftq runs it."""
+
+    # Where the inference server (`ftq inference`, or vLLM with the same adapters) listens.
+    # None: http://127.0.0.1:<inference_port>/v1.
+    inference_url: str | None = None
+    inference_port: int = 8766
+    # Teams (ids or names) whose jobs go to the local provider unless the request names one.
+    default_for_teams: list[str] = Field(default_factory=list)
+    # A training worker renews its lease every heartbeat; a lease left to lapse means the
+    # worker died, and the reconciler hands the job (and its checkpoints) to another worker.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # A queued job whose run message may be lost is re-enqueued after this long.
+    requeue_seconds: float = Field(default=300.0, gt=0)
+    # A training task may run for days; Celery's hard limit for it (seconds).
+    task_time_limit_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+
+    def resolved_inference_url(self) -> str:
+        return self.inference_url or f"http://127.0.0.1:{self.inference_port}/v1"
 
 
 class Settings(BaseSettings):
@@ -103,6 +126,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = WebhookSettings()
     validation: ValidationSettings = ValidationSettings()
     limits: LimitSettings = LimitSettings()
+    local: LocalSettings = LocalSettings()
 
     sandbox_port: int = 8765
     api_port: int = 8000
@@ -168,6 +192,7 @@ __all__ = [
     "Field",
     "InsecureConfiguration",
     "LimitSettings",
+    "LocalSettings",
     "Settings",
     "get_settings",
 ]

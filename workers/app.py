@@ -39,6 +39,11 @@ app.conf.update(
             "task": "jobs.reconcile",
             "schedule": settings.reconcile_interval_seconds,
         },
+        # Local training: runs whose worker died (lease lapsed) or whose message was lost.
+        "jobs.reconcile_local": {
+            "task": "jobs.reconcile_local",
+            "schedule": settings.reconcile_interval_seconds,
+        },
         "files.reconcile": {
             "task": "files.reconcile",
             "schedule": settings.reconcile_interval_seconds,
@@ -48,7 +53,12 @@ app.conf.update(
         "webhooks.sweep": {"task": "webhooks.sweep", "schedule": settings.sweep_interval_seconds},
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
-    include=["workers.tasks.jobs", "workers.tasks.files", "workers.tasks.webhooks"],
+    include=[
+        "workers.tasks.jobs",
+        "workers.tasks.files",
+        "workers.tasks.webhooks",
+        "workers.tasks.training",
+    ],
 )
 
 

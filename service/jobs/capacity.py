@@ -23,7 +23,7 @@ from service.jobs.models import TERMINAL_STATUSES, FineTuningJob, JobStage
 from service.jobs.transitions import add_event, set_status
 
 # Stages that hold (or are about to hold) a slot at the provider.
-ACTIVE_STAGES = (JobStage.uploading, JobStage.creating, JobStage.tracking)
+ACTIVE_STAGES = (JobStage.uploading, JobStage.creating, JobStage.tracking, JobStage.training)
 
 
 def lock_account(session: Session, account: str) -> None:

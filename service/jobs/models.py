@@ -37,6 +37,7 @@ class JobStage(enum.StrEnum):
     uploading = "uploading"  # sending the dataset to the provider
     creating = "creating"  # creating the upstream job (exactly once)
     tracking = "tracking"  # upstream job exists; the sweeper follows it
+    training = "training"  # a local job: queued for or running on a training worker
     done = "done"  # terminal
 
 

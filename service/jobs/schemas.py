@@ -43,11 +43,38 @@ class ReinforcementMethod(BaseModel):
     hyperparameters: ReinforcementHyperparameters | None = None
 
 
+# ftq extensions for the local provider (send with extra_body): full-parameter, frozen-layer
+# and LoRA fine-tuning; hyperparameters keep their OpenAI meaning.
+class FullMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: SupervisedHyperparameters | None = None
+
+
+class FreezeMethod(FullMethod):
+    trainable_layers: Annotated[int, Field(ge=0)] | None = None
+    trainable_modules: list[str] | None = None
+    train_lm_head: bool | None = None
+
+
+class LoraMethod(FullMethod):
+    rank: Annotated[int, Field(ge=1, le=1024)] | None = None
+    alpha: Annotated[int, Field(ge=1)] | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = None
+    train_lm_head: bool | None = None
+
+
+LOCAL_METHOD_TYPES = frozenset({"full", "freeze", "lora"})
+
+
 class Method(BaseModel):
-    type: Literal["supervised", "dpo", "reinforcement"]
+    type: Literal["supervised", "dpo", "reinforcement", "full", "freeze", "lora"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
     reinforcement: ReinforcementMethod | None = None
+    full: FullMethod | None = None
+    freeze: FreezeMethod | None = None
+    lora: LoraMethod | None = None
 
 
 class WandbIntegration(BaseModel):
@@ -76,6 +103,8 @@ class CreateJobInput(BaseModel):
     integrations: Annotated[list[Integration], Field(max_length=5)] | None = None
     # ftq extension (send with extra_body): order within the team's own queue.
     priority: Annotated[int, Field(ge=-10, le=10)] = 0
+    # ftq extension (send with extra_body): where it trains; None: the team's default.
+    provider: Literal["openai", "local"] | None = None
 
     @field_validator("metadata")
     @classmethod

@@ -81,8 +81,14 @@ def create_job(
     session: Session, team_id: str, request: CreateJobInput, *, request_id: str | None = None
 ) -> FineTuningJob:
     """Record the job and schedule its submission; nothing reaches the provider here."""
+    from service.providers.local import jobs as local_jobs
+
     limits.check_job_create(session, team_id)
-    _check_model(session, team_id, request.model)
+    local = local_jobs.wants_local(session, team_id, request)
+    if local:
+        local_jobs.check_request(request)
+    else:
+        _check_model(session, team_id, request.model)
     training = _usable_file(session, team_id, request.training_file, "training_file")
     _refuse_blocked(training, "training_file")
     if request.validation_file:
@@ -99,7 +105,7 @@ def create_job(
     )
     if method is None:
         method = {"type": "supervised", "supervised": {"hyperparameters": hyper or {}}}
-    provider = provider_for_team(session, team_id)
+    provider = local_jobs.LOCAL_PROVIDER if local else provider_for_team(session, team_id)
     job = FineTuningJob(
         id=ids.job_id(),
         team_id=team_id,
@@ -192,8 +198,12 @@ def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob
         )
     job.cancel_requested = True
     job.updated_at = utcnow()
+    if job.provider == "local":
+        from service.providers.local import jobs as local_jobs
+
+        return local_jobs.cancel_requested(session, job)
     if (
-        job.stage in SUBMISSION_STAGES
+        job.stage in (*SUBMISSION_STAGES, JobStage.waiting)
         and job.upstream_job_id is None
         and job.stage != JobStage.creating
     ):
@@ -216,6 +226,13 @@ def _upstream_control(
     from service.providers.registry import provider_for_account
 
     job = get_job(session, team_id, job_id)
+    if job.provider == "local":
+        raise InvalidRequest(
+            f"Job {job.id} trains on ftq's own workers, which cannot pause a run; cancel it "
+            "instead (its checkpoints stay listed).",
+            param="fine_tuning_job_id",
+            code="invalid_job_state",
+        )
     if job.status not in allowed or job.upstream_job_id is None:
         raise InvalidRequest(
             f"Job {job.id} is {job.status}; only {' or '.join(sorted(allowed))} jobs can be "

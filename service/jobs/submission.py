@@ -285,7 +285,12 @@ def _gate(job_id: str) -> bool:
     """Validation, conversion and capacity; True when the job may go to the provider now."""
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id, with_for_update=True)
-        if job is None or job.stage in (JobStage.tracking, JobStage.done, JobStage.waiting):
+        if job is None or job.stage in (
+            JobStage.tracking,
+            JobStage.training,
+            JobStage.done,
+            JobStage.waiting,
+        ):
             return False
         if job.stage in (JobStage.uploading, JobStage.creating):
             return True  # a started submission resumes where it stopped
@@ -365,9 +370,21 @@ def _requeue_after_limit(job_id: str, owner: str, error: ProviderError) -> None:
         )
 
 
+def _is_local(job_id: str) -> bool:
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id)
+        return job is not None and job.provider == "local"
+
+
 def submit(job_id: str, owner: str) -> None:
     """Upload the job's files and create its upstream job; safe to run any number of times."""
     if not _gate(job_id):
+        return
+    if _is_local(job_id):
+        # ftq trains it itself: nothing to upload, no upstream job to create.
+        from service.providers.local import jobs as local_jobs
+
+        local_jobs.start(job_id)
         return
     claim = claim_for_submission(job_id, owner)
     if claim is None:

@@ -83,6 +83,10 @@ def provider_for_account(
     """The provider a job was created under. Pass ``session`` when already inside one: on
     SQLite a second transaction would wait for the first one's write lock."""
     settings = settings or get_settings()
+    if account == "local":
+        from service.providers.local.provider import local_provider
+
+        return local_provider(settings)
     provider = default_provider(settings)
     if provider.account == account:
         return provider

@@ -1,0 +1,648 @@
+"""Local jobs: ftq trains open-weight models itself, on its ``training`` queue.
+
+The job pipeline is the openai provider's up to the capacity gate (validation, conversion,
+fair queue); then, instead of an upload and an upstream create, ``start`` moves the job to
+stage ``training`` and enqueues ``training.run``. A training worker claims the job with a
+lease (compare-and-set), renews it from a heartbeat thread while it trains, and writes
+events, checkpoints and the result straight into the database. A worker that dies leaves a
+lease that lapses; ``reconcile`` then hands the job to another worker, whose trainer resumes
+from the newest complete checkpoint in the job's output directory.
+
+Nothing here imports torch: the API imports this module to select and validate local jobs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from sqlmodel import Session, select
+
+from service import ids
+from service.config import Settings, get_settings
+from service.db import session_scope, utcnow
+from service.dispatch import enqueue
+from service.errors import InvalidRequest
+from service.files.models import File
+from service.files.service import file_path
+from service.jobs import failures
+from service.jobs.models import (
+    SUBMISSION_STAGES,
+    TERMINAL_STATUSES,
+    FineTuningJob,
+    JobCheckpoint,
+    JobStage,
+    JobStatus,
+)
+from service.jobs.schemas import LOCAL_METHOD_TYPES, CreateJobInput
+from service.jobs.transitions import add_checkpoint, add_event, set_status
+from service.providers.local.naming import fine_tuned_model_name
+from service.providers.local.spec import TRAINING_METHOD, Hyperparameters, TrainingMethod
+from service.tenants.models import Team
+
+log = structlog.get_logger(__name__)
+
+LOCAL = "local"
+RUN_TASK = "training.run"
+# Copies of each checkpoint's trained weights, kept for the job's lifetime (the trainer keeps
+# only the newest few as resume points).
+SAVED_CHECKPOINTS_DIR = "saved-checkpoints"
+_CHECKPOINT_FILES = ("trainable.safetensors", "trainer_state.json")
+RECONCILE_BATCH = 200
+
+INVALID_METHOD = failures.FailureCode(
+    "invalid_method", "Change the method (layer count, module names) and create a new job."
+)
+TRAINING_ERROR = failures.FailureCode(
+    "training_error",
+    "Training failed on the worker; a lower learning_rate_multiplier may help, and operators "
+    "have the logs.",
+)
+
+
+@dataclass(frozen=True)
+class ProviderRef:
+    """What job creation records about the provider: its name and account."""
+
+    name: str
+    account: str
+
+
+LOCAL_PROVIDER = ProviderRef(LOCAL, LOCAL)
+
+
+# Selection and validation (API side) --------------------------------------------------------
+def wants_local(session: Session, team_id: str, request: CreateJobInput) -> bool:
+    """Whether the job trains locally: the request's ``provider``, else a local ``method``,
+    else the team's default."""
+    method_type = request.method.type if request.method else None
+    if request.provider is not None:
+        local = request.provider == LOCAL
+    elif method_type in LOCAL_METHOD_TYPES:
+        local = True
+    else:
+        local = team_default_is_local(session, team_id)
+    if not local and method_type in LOCAL_METHOD_TYPES:
+        raise InvalidRequest(
+            f"Method '{method_type}' trains on ftq's own workers; it needs provider 'local'.",
+            param="method.type",
+            code="invalid_method",
+        )
+    return local
+
+
+def team_default_is_local(session: Session, team_id: str, settings: Settings | None = None) -> bool:
+    defaults = set((settings or get_settings()).local.default_for_teams)
+    if not defaults:
+        return False
+    if team_id in defaults:
+        return True
+    team = session.get(Team, team_id)
+    return team is not None and team.name in defaults
+
+
+def check_request(request: CreateJobInput, settings: Settings | None = None) -> None:
+    """Refuse, before anything is queued, what a training worker would refuse later."""
+    local = (settings or get_settings()).local
+    if request.model not in local.allowed_base_models:
+        allowed = ", ".join(sorted(local.allowed_base_models)) or "none configured"
+        raise InvalidRequest(
+            f"Model '{request.model}' is not available for local fine-tuning. "
+            f"Available: {allowed}.",
+            param="model",
+            code="model_not_available",
+        )
+    method = request.method.model_dump(exclude_none=True) if request.method else None
+    hyper = (
+        request.hyperparameters.model_dump(exclude_none=True) if request.hyperparameters else None
+    )
+    try:
+        training_method(method, hyper)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"Invalid method for local fine-tuning: {exc}", param="method", code="invalid_method"
+        ) from exc
+
+
+def training_method(
+    method: dict[str, Any] | None, hyperparameters: dict[str, Any] | None
+) -> tuple[TrainingMethod, Hyperparameters]:
+    """The trainer's method and hyperparameters for a job's stored ``method``.
+
+    ``supervised`` (OpenAI's default) means full fine-tuning here.
+    """
+    method = method or {"type": "supervised"}
+    kind = method.get("type", "supervised")
+    if kind not in LOCAL_METHOD_TYPES | {"supervised"}:
+        raise ValueError(f"method '{kind}' is not supported (use full, freeze, lora or supervised)")
+    section = dict(method.get(kind) or {})
+    hyper = section.pop("hyperparameters", None) or hyperparameters or {}
+    if kind == "supervised":
+        kind, section = "full", {}
+    spec_method = TRAINING_METHOD.validate_python({"type": kind, **section})
+    return spec_method, Hyperparameters(**{k: v for k, v in hyper.items() if v is not None})
+
+
+# Submission and cancel ----------------------------------------------------------------------
+def start(job_id: str) -> None:
+    """Called by submission once the job holds a capacity slot: queue it for training."""
+    settings = get_settings()
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.provider != LOCAL or job.stage != JobStage.uploading:
+            return  # started already, or cancelled meanwhile
+        job.stage = JobStage.training
+        job.next_poll_at = utcnow() + dt.timedelta(seconds=settings.local.requeue_seconds)
+        job.updated_at = utcnow()
+        session.add(job)
+        set_status(session, job, JobStatus.queued)
+        add_event(session, job, "Queued for a local training worker.")
+        enqueue(RUN_TASK, job.id)
+
+
+def _leased(job: FineTuningJob, now: dt.datetime) -> bool:
+    expires = job.lease_expires_at
+    if expires is None:
+        return False
+    if expires.tzinfo is None:  # SQLite hands back naive datetimes
+        expires = expires.replace(tzinfo=dt.UTC)
+    return expires > now
+
+
+def cancel_requested(session: Session, job: FineTuningJob) -> FineTuningJob:
+    """``request_cancel`` for a local job (row locked, ``cancel_requested`` already set).
+
+    A job no worker is training is cancelled at once; a running one is stopped by its worker
+    before the next step.
+    """
+    running = job.stage == JobStage.training and _leased(job, utcnow())
+    if running:
+        session.add(job)
+        add_event(session, job, "Cancellation requested; training stops before the next step.")
+        return job
+    if job.stage in SUBMISSION_STAGES or job.stage in (JobStage.waiting, JobStage.training):
+        set_status(session, job, JobStatus.cancelled)
+        add_event(session, job, "Job cancelled before a training worker ran it.")
+    return job
+
+
+# Claim and reconcile ------------------------------------------------------------------------
+def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        FineTuningJob.lease_expires_at.is_(None),  # type: ignore[union-attr]
+        FineTuningJob.lease_expires_at < now,  # type: ignore[operator]
+    )
+
+
+def _runnable(job_id: str | None = None) -> list[sa.ColumnElement[bool]]:
+    clauses = [
+        FineTuningJob.provider == LOCAL,
+        FineTuningJob.stage == JobStage.training,
+        FineTuningJob.status.not_in([s.value for s in TERMINAL_STATUSES]),  # type: ignore[attr-defined]
+    ]
+    if job_id is not None:
+        clauses.append(FineTuningJob.id == job_id)
+    return clauses  # type: ignore[return-value]
+
+
+def reconcile() -> list[str]:
+    """Re-enqueue local jobs nobody trains: a dead worker's (lease lapsed) at once, a queued
+    one whose message may be lost after ``requeue_seconds``."""
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        job_ids = list(
+            session.exec(
+                select(FineTuningJob.id)
+                .where(
+                    *_runnable(),
+                    _not_leased(now),
+                    sa.or_(
+                        FineTuningJob.next_poll_at.is_(None),  # type: ignore[union-attr]
+                        FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
+                    ),
+                )
+                .limit(RECONCILE_BATCH)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        if job_ids:
+            session.execute(
+                sa.update(FineTuningJob)
+                .where(FineTuningJob.id.in_(job_ids))  # type: ignore[attr-defined]
+                .values(next_poll_at=now + dt.timedelta(seconds=settings.local.requeue_seconds))
+            )
+        for job_id in job_ids:
+            enqueue(RUN_TASK, job_id)
+    if job_ids:
+        log.info("local_training_requeued", count=len(job_ids))
+    return job_ids
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    model: str
+    model_name: str
+    training_file: Path
+    validation_file: Path | None
+    method: dict[str, Any] | None
+    hyperparameters: dict[str, Any] | None
+    seed: int
+    attempts: int
+
+
+def output_dir(job_id: str, settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir.resolve() / "local-models" / job_id
+
+
+def final_dir(job_id: str, settings: Settings | None = None) -> Path:
+    return output_dir(job_id, settings) / "final"
+
+
+def saved_checkpoint_dir(job_id: str, step: int, settings: Settings | None = None) -> Path:
+    return output_dir(job_id, settings) / SAVED_CHECKPOINTS_DIR / f"step-{step:08d}"
+
+
+def claim(job_id: str, owner: str) -> Claim | None:
+    """Take the job for training (lease, compare-and-set); None if it is not ours to run."""
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(FineTuningJob)
+            .where(*_runnable(job_id), _not_leased(now))
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=settings.local.lease_seconds),
+                attempts=FineTuningJob.attempts + 1,
+                next_poll_at=None,
+                updated_at=now,
+            )
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return None
+        job = session.get(FineTuningJob, job_id, populate_existing=True)
+        assert job is not None
+        if job.cancel_requested:
+            _release(job)
+            set_status(session, job, JobStatus.cancelled)
+            add_event(session, job, "Job cancelled before a training worker ran it.")
+            return None
+        if job.attempts > settings.max_submit_attempts:
+            job.error = failures.job_error(
+                failures.WORKER_LOST,
+                f"Training was started {job.attempts - 1} times and never finished.",
+            )
+            _release(job)
+            set_status(session, job, JobStatus.failed)
+            add_event(session, job, job.error["message"], level="error")
+            return None
+        team = session.get(Team, job.team_id)
+        training = session.get(File, job.converted_training_file_id or job.training_file_id)
+        validation = session.get(File, job.validation_file_id) if job.validation_file_id else None
+        assert training is not None
+        model_name = fine_tuned_model_name(
+            job.model, team.name if team else job.team_id, job.suffix, job.id
+        )
+        set_status(session, job, JobStatus.running)
+        return Claim(
+            job_id=job.id,
+            model=job.model,
+            model_name=model_name,
+            training_file=file_path(training),
+            validation_file=file_path(validation) if validation else None,
+            method=job.method,
+            hyperparameters=job.hyperparameters,
+            seed=job.seed,
+            attempts=job.attempts,
+        )
+
+
+def _release(job: FineTuningJob) -> None:
+    job.lease_owner = None
+    job.lease_expires_at = None
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now (ours lapsed): stop without touching it."""
+
+
+# Running ------------------------------------------------------------------------------------
+class _Heartbeat:
+    """Renews the lease from its own thread, so a long step, evaluation or checkpoint write
+    never lets it lapse while the worker is alive."""
+
+    def __init__(self, job_id: str, owner: str, lease: float, every: float) -> None:
+        self.job_id, self.owner, self.lease, self.every = job_id, owner, lease, every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ftq-lease", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not renew_lease(self.job_id, self.owner, self.lease):
+                    self.lost.set()
+                    return
+            except Exception:  # a database blip: try again next beat, the lease has slack
+                log.warning("lease_renewal_failed", job_id=self.job_id, exc_info=True)
+
+
+def renew_lease(job_id: str, owner: str, seconds: float) -> bool:
+    now = utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(FineTuningJob)
+            .where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == owner)  # type: ignore[arg-type]
+            .values(lease_expires_at=now + dt.timedelta(seconds=seconds))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class JobCallbacks:
+    """The trainer's callbacks for one job: events, checkpoints, cancel and lease checks."""
+
+    def __init__(self, claim: Claim, owner: str, heartbeat: _Heartbeat) -> None:
+        self.claim = claim
+        self.owner = owner
+        self.heartbeat = heartbeat
+
+    def _write(self, fn: Any) -> None:
+        with session_scope() as session:
+            job = session.get(FineTuningJob, self.claim.job_id)
+            if job is None or job.lease_owner != self.owner:
+                raise LeaseLost(self.claim.job_id)
+            fn(session, job)
+
+    def on_step(
+        self, step: int, total_steps: int, train_loss: float, learning_rate: float, tokens: int
+    ) -> None:
+        data = {
+            "step": step,
+            "train_loss": train_loss,
+            "learning_rate": learning_rate,
+            "total_steps": total_steps,
+            "tokens": tokens,
+        }
+        self._write(
+            lambda session, job: add_event(
+                session,
+                job,
+                f"Step {step}/{total_steps}: training loss={train_loss:.4f}",
+                type="metrics",
+                data=data,
+            )
+        )
+
+    def on_eval(self, step: int, valid_loss: float) -> None:
+        data = {"step": step, "valid_loss": valid_loss}
+        self._write(
+            lambda session, job: add_event(
+                session,
+                job,
+                f"Step {step}: validation loss={valid_loss:.4f}",
+                type="metrics",
+                data=data,
+            )
+        )
+
+    def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
+        # The trainer prunes its own copies; keep the weights for the job's lifetime.
+        target = saved_checkpoint_dir(self.claim.job_id, step)
+        tmp = target.with_name(f".tmp-{target.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in _CHECKPOINT_FILES:
+            if (path / name).is_file():
+                shutil.copy2(path / name, tmp / name)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        name = checkpoint_model_name(self.claim.model_name, step)
+        shown = {k: v for k, v in metrics.items() if k in ("train_loss", "valid_loss")}
+        shown["step"] = step
+
+        def record(session: Session, job: FineTuningJob) -> None:
+            marker = f"local:{step}"
+            exists = session.exec(
+                select(JobCheckpoint.id).where(
+                    JobCheckpoint.job_id == job.id, JobCheckpoint.upstream_checkpoint_id == marker
+                )
+            ).first()
+            if exists:
+                return
+            add_checkpoint(
+                session,
+                job,
+                JobCheckpoint(
+                    id=ids.checkpoint_id(),
+                    job_id=job.id,
+                    created_at=int(time.time()),
+                    step_number=step,
+                    fine_tuned_model_checkpoint=name,
+                    metrics=shown,
+                    upstream_checkpoint_id=marker,
+                ),
+            )
+            add_event(session, job, f"Checkpoint saved at step {step}: {name}")
+
+        self._write(record)
+
+    def should_cancel(self) -> bool:
+        """Read before every step (one indexed row read), so a cancel stops within a step."""
+        if self.heartbeat.lost.is_set():
+            raise LeaseLost(self.claim.job_id)
+        with session_scope() as session:
+            row = session.execute(
+                sa.select(FineTuningJob.cancel_requested, FineTuningJob.lease_owner).where(
+                    FineTuningJob.id == self.claim.job_id  # type: ignore[arg-type]
+                )
+            ).first()
+        if row is None or row.lease_owner != self.owner:
+            raise LeaseLost(self.claim.job_id)
+        return bool(row.cancel_requested)
+
+
+def checkpoint_model_name(model_name: str, step: int) -> str:
+    return f"{model_name}:ckpt-step-{step}"
+
+
+def _finish(job_id: str, owner: str, apply: Any) -> bool:
+    """Apply a final change if we still hold the lease; always under the row lock."""
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.lease_owner != owner or job.status in TERMINAL_STATUSES:
+            return False
+        _release(job)
+        apply(session, job)
+        session.add(job)
+        return True
+
+
+def _fail(
+    job_id: str, owner: str, code: failures.FailureCode, message: str, param: str | None = None
+) -> None:
+    def apply(session: Session, job: FineTuningJob) -> None:
+        job.error = failures.job_error(code, message, param=param)
+        set_status(session, job, JobStatus.failed)
+        add_event(session, job, message, level="error")
+
+    _finish(job_id, owner, apply)
+
+
+def _latest_checkpoint_step(job_id: str) -> int | None:
+    from service.providers.local import checkpoints
+
+    found = checkpoints.list_checkpoints(output_dir(job_id) / "checkpoints")
+    return found[-1][0] if found else None
+
+
+def run(job_id: str, owner: str) -> None:
+    """Train one job under a lease; safe to call any number of times."""
+    claimed = claim(job_id, owner)
+    if claimed is None:
+        return
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    settings = get_settings()
+    with _Heartbeat(
+        job_id, owner, settings.local.lease_seconds, settings.local.heartbeat_seconds
+    ) as heartbeat:
+        try:
+            _train(claimed, owner, settings, heartbeat)
+        except LeaseLost:
+            log.warning("local_training_lease_lost", job_id=job_id)
+
+
+def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat) -> None:
+    # Torch, transformers and peft load here only: the API never imports them.
+    from service.providers.local.checkpoints import CheckpointMismatch
+    from service.providers.local.data import DatasetError
+    from service.providers.local.methods import MethodError
+    from service.providers.local.models import UnknownBaseModel, resolve_base_model
+    from service.providers.local.spec import TrainingSpec
+    from service.providers.local.trainer import TrainingCancelled, train
+
+    job_id = claimed.job_id
+    try:
+        base = resolve_base_model(claimed.model, settings.local)
+        method, hyperparameters = training_method(claimed.method, claimed.hyperparameters)
+    except UnknownBaseModel as exc:
+        _fail(job_id, owner, failures.MODEL_UNAVAILABLE, f"Base model unavailable: {exc}.", "model")
+        return
+    except ValueError as exc:
+        _fail(job_id, owner, INVALID_METHOD, f"Invalid method: {exc}.", "method")
+        return
+    spec = TrainingSpec.from_settings(
+        settings.local,
+        base_model_path=base,
+        method=method,
+        hyperparameters=hyperparameters,
+        seed=claimed.seed,
+        output_dir=output_dir(job_id, settings),
+    )
+    resume_step = _latest_checkpoint_step(job_id)
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id)
+        assert job is not None
+        if resume_step is not None:
+            add_event(
+                session,
+                job,
+                f"Resuming training from the checkpoint at step {resume_step}.",
+                data={"resumed_from_step": resume_step},
+            )
+        else:
+            add_event(session, job, f"Training started ({method.type}) on a local worker.")
+    callbacks = JobCallbacks(claimed, owner, heartbeat)
+    try:
+        result = train(spec, claimed.training_file, claimed.validation_file, callbacks)
+    except TrainingCancelled as cancelled:
+        steps = cancelled.completed_steps
+
+        def mark_cancelled(session: Session, job: FineTuningJob) -> None:
+            set_status(session, job, JobStatus.cancelled)
+            add_event(session, job, f"Training cancelled after {steps} steps.")
+
+        _finish(job_id, owner, mark_cancelled)
+        return
+    except LeaseLost:
+        raise
+    except DatasetError as exc:
+        _fail(
+            job_id, owner, failures.DATA_FORMAT, f"Training data unusable: {exc}.", "training_file"
+        )
+        return
+    except (MethodError, CheckpointMismatch) as exc:
+        _fail(job_id, owner, INVALID_METHOD, f"Training could not start: {exc}.", "method")
+        return
+    except Exception as exc:  # diverged loss, out of memory, a bug: the job says so
+        log.exception("local_training_failed", job_id=job_id)
+        _fail(job_id, owner, TRAINING_ERROR, f"Training failed: {type(exc).__name__}: {exc}.")
+        return
+
+    def succeed(session: Session, job: FineTuningJob) -> None:
+        job.fine_tuned_model = claimed.model_name
+        job.trained_tokens = result.trained_tokens
+        job.hyperparameters = _resolved_hyperparameters(result.final_dir) or job.hyperparameters
+        add_event(
+            session,
+            job,
+            f"Training finished: {result.steps} steps, {result.trained_tokens} tokens, "
+            f"loss {result.first_train_loss:.4f} -> {result.final_train_loss:.4f}.",
+            data={
+                "steps": result.steps,
+                "first_train_loss": result.first_train_loss,
+                "final_train_loss": result.final_train_loss,
+                "final_valid_loss": result.final_valid_loss,
+                "resumed_from_step": result.resumed_from_step,
+            },
+        )
+        add_event(session, job, f"New fine-tuned model created: {claimed.model_name}")
+        set_status(session, job, JobStatus.succeeded)
+        add_event(session, job, "The job has successfully completed.")
+
+    _finish(job_id, owner, succeed)
+
+
+def _resolved_hyperparameters(final: Path) -> dict[str, Any]:
+    """The hyperparameters the trainer actually used ("auto" resolved), from ftq_model.json."""
+    import json
+
+    from service.providers.local.models import MODEL_INFO_FILE
+
+    try:
+        info = json.loads((final / MODEL_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(info.get("hyperparameters") or {})
+
+
+# Inference lookups --------------------------------------------------------------------------
+def model_dir_for(session: Session, model: str, settings: Settings | None = None) -> Path | None:
+    """The directory serving ``model`` (a local job's fine-tuned model), or None."""
+    job = session.exec(
+        select(FineTuningJob).where(
+            FineTuningJob.fine_tuned_model == model,
+            FineTuningJob.provider == LOCAL,
+            FineTuningJob.status == JobStatus.succeeded,
+        )
+    ).first()
+    if job is None:
+        return None
+    path = final_dir(job.id, settings)
+    return path if path.is_dir() else None
