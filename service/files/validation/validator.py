@@ -29,6 +29,7 @@ from service.files.validation.dedup import HashIndex
 from service.files.validation.estimate import build_estimate
 from service.files.validation.report import (
     Distribution,
+    FileRole,
     Finding,
     Report,
     TokenStats,
@@ -39,7 +40,6 @@ from service.files.validation.settings import ValidationSettings, context_limit_
 from service.files.validation.tokens import encoding_for_model
 
 ProgressCallback = Callable[[int, int], None]
-FileRole = str  # "training" | "validation"
 
 
 def chunk_boundaries(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
@@ -122,7 +122,7 @@ class FindingSink:
                 severity=self.config.pii_severity.get(raw.code) or info.severity,  # type: ignore[arg-type]
                 message=raw.message,
                 suggestion=raw.suggestion or info.suggestion,
-                file=self.scan.role,  # type: ignore[arg-type]
+                file=self.scan.role,
             )
         )
 
@@ -262,9 +262,7 @@ def _check_file_level(scan: FileScan, sink: FindingSink, settings: ValidationSet
         sink.add(RawFinding(None, "dedup_partial", "Duplicate detection covered part of the file."))
 
 
-def legacy_findings(
-    legacy: LegacyStats, settings: ValidationSettings
-) -> tuple[list[RawFinding], dict]:
+def legacy_findings(legacy: LegacyStats) -> tuple[list[RawFinding], dict]:
     """prepare_data's whole-file validators over the merged prompt/completion aggregates."""
     found: list[RawFinding] = []
     if legacy.n == 0:
@@ -439,7 +437,7 @@ def validate_file(
     _check_file_level(training, sink, settings)
     legacy_info: dict = {}
     if training.dominant_format == fmt.PROMPT_COMPLETION:
-        extra, legacy_info = legacy_findings(training.legacy, settings)
+        extra, legacy_info = legacy_findings(training.legacy)
         for raw in extra:
             sink.add(raw)
 
