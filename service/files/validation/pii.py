@@ -44,6 +44,21 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Card numbers are written as one run of digits or in the issuers' groupings (4-4-4-4[-3],
+# Amex 4-6-5); issuer ranges start with 2-6. Random digit runs pass Luhn 1 time in 10.
+_CARD_SHAPE = re.compile(
+    r"[2-6]\d{12,18}|[2-6]\d{3}([ -])\d{4}\1\d{4}\1\d{1,7}|3\d{3}([ -])\d{6}\2\d{5}"
+)
+
+
+def _looks_like_card(candidate: str, digits: str) -> bool:
+    return (
+        13 <= len(digits) <= 19
+        and _CARD_SHAPE.fullmatch(candidate) is not None
+        and luhn_valid(digits)
+    )
+
+
 def _looks_like_phone(candidate: str, digits: str) -> bool:
     if not 10 <= len(digits) <= 15:
         return False
@@ -79,7 +94,7 @@ def find_pii(text: str, encoded: bytes | None = None) -> Iterator[tuple[str, str
             start -= 1
         candidate = encoded[start:end].decode("ascii")
         digits = candidate.translate(_KEEP_DIGITS)
-        if not found_card and 13 <= len(digits) <= 19 and luhn_valid(digits):
+        if not found_card and _looks_like_card(candidate, digits):
             found_card = True
             yield "pii_card_number", _redact(candidate)
         elif not found_phone and _looks_like_phone(candidate, digits):
