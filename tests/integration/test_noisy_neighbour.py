@@ -130,6 +130,21 @@ def test_flooder_is_limited_and_the_other_team_proceeds(
         in metrics
     )
     assert 'ftq_queue_depth{queue="ftq"}' in metrics
+    assert "ftq_files{validation_status=" in metrics
+    assert "# TYPE ftq_webhook_deliveries gauge" in metrics
+
+    # Both teams' mutations are in the audit log, written with the actions themselves.
+    def actions(session: object) -> set[tuple[str | None, str]]:
+        from sqlmodel import select
+
+        from service.tenants.models import AuditEvent
+
+        rows = session.exec(select(AuditEvent.team_id, AuditEvent.action))  # type: ignore[attr-defined]
+        return set(rows)
+
+    logged = stack.db(actions)
+    for team_id in (calm.id, flooder.id):
+        assert {(team_id, "file.create"), (team_id, "job.create")} <= logged
     with urllib.request.urlopen(f"{stack.api_url}/readyz", timeout=10) as response:
         ready = response.read().decode()
     assert '"database":"ok"' in ready.replace(" ", "") and '"broker":"ok"' in ready.replace(" ", "")
