@@ -52,6 +52,8 @@ class LocalSettings(LocalTrainingSettings):
     heartbeat_seconds: float = Field(default=10.0, gt=0)
     # A queued job whose run message may be lost is re-enqueued after this long.
     requeue_seconds: float = Field(default=300.0, gt=0)
+    # OpenAI keeps a checkpoint per epoch; many tiny epochs make that costly, so it can be off.
+    checkpoint_each_epoch: bool = True
     # A training task may run for days; Celery's hard limit for it (seconds).
     task_time_limit_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 

@@ -554,7 +554,7 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat
         hyperparameters=hyperparameters,
         seed=claimed.seed,
         output_dir=output_dir(job_id, settings),
-    )
+    ).model_copy(update={"checkpoint_each_epoch": settings.local.checkpoint_each_epoch})
     resume_step = _latest_checkpoint_step(job_id)
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id)
