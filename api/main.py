@@ -17,6 +17,7 @@ from api.routers import (
     jobs,
     models,
     tenants,
+    usage,
     webhooks,
 )
 from service.broker import publish
@@ -43,6 +44,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     for router in (api_keys.router, credentials.router, audit.router, tenants.router):
         app.include_router(router)
+    app.include_router(usage.router)
     return app
 
 

@@ -31,7 +31,9 @@ class LimitSettings(BaseModel):
     """Per-team quotas and the per-key request rate (``FTQ_LIMITS__*``); operators override
     them per team with ``PATCH /v1/tenants/{id}``."""
 
-    max_active_jobs: int = Field(default=10, ge=0)  # jobs not yet succeeded/failed/cancelled
+    # Jobs not yet succeeded/failed/cancelled, queued ones included: an abuse guard well above
+    # the concurrency limits, past which jobs wait in the fair queue instead of failing.
+    max_active_jobs: int = Field(default=100, ge=0)
     max_stored_bytes: int = Field(default=50 * 1024**3, ge=0)  # sum of the team's live files
     max_files: int = Field(default=1000, ge=0)
     requests_per_minute: int = Field(default=1200, ge=1)  # per API key, all routes together
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: SecretStr | None = None
+
+    # A team's monthly spend limit unless its admin sets one (None: unlimited).
+    default_monthly_budget_usd: float | None = None
 
     # Concurrency: jobs over a limit wait in ftq's queue, taken round-robin by team.
     max_active_jobs_per_team: int = 3

@@ -80,3 +80,8 @@ class UpstreamError(FtqError):
     status_code = 502
     error_type = "upstream_error"
     default_code = "provider_error"
+
+
+class BudgetExceeded(FtqError):
+    status_code = 402
+    default_code = "budget_exceeded"

@@ -2,6 +2,7 @@
 
 from service.files.models import File, ProviderFile
 from service.idempotency import IdempotencyKey
+from service.jobs.budgets import TeamBudget
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 from service.providers.credentials import ProviderCredential
 from service.tenants.models import ApiKey, ApiKeyAddress, AuditEvent, Team, TeamLimits
@@ -18,14 +19,15 @@ __all__ = [
     "ApiKeyAddress",
     "AuditEvent",
     "File",
-    "IdempotencyKey",
     "FineTuningJob",
+    "IdempotencyKey",
     "JobCheckpoint",
     "JobEvent",
     "OutboxEvent",
     "ProviderCredential",
     "ProviderFile",
     "Team",
+    "TeamBudget",
     "TeamLimits",
     "WebhookAttempt",
     "WebhookDelivery",

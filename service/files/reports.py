@@ -19,7 +19,7 @@ from service.files.validation.screening import apply_screening, screen_file
 from service.files.validation.settings import ValidationSettings
 from service.files.validation.validator import validate_file
 from service.providers.base import ProviderError
-from service.providers.registry import default_provider, provider_for_account
+from service.providers.registry import provider_for_account, provider_for_team
 from service.webhooks.outbox import record_event
 
 log = structlog.get_logger(__name__)
@@ -109,7 +109,8 @@ def _screen(
 
 
 def _account_for(session: Session, team_id: str) -> str:
-    return default_provider().account
+    # Screening goes through the team's own provider credentials, like its jobs.
+    return provider_for_team(session, team_id).account
 
 
 def release(file_id: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from sqlmodel import Session
 
@@ -10,18 +10,8 @@ from service.config import get_settings
 from service.errors import Conflict, InvalidRequest
 from service.files.validation.estimate import estimate_for_job
 from service.files.validation.report import Report
-from service.jobs.schemas import CreateJobInput
+from service.jobs.schemas import CreateJobInput, requested_epochs
 from service.jobs.service import _check_model, _usable_file
-
-
-def requested_epochs(request: CreateJobInput) -> int | Literal["auto"]:
-    hyper = None
-    if request.method is not None:
-        section = getattr(request.method, request.method.type, None)
-        hyper = getattr(section, "hyperparameters", None) if section else None
-    hyper = hyper or request.hyperparameters
-    epochs = getattr(hyper, "n_epochs", None) if hyper else None
-    return epochs if isinstance(epochs, int) else "auto"
 
 
 def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class FineTuningJob(SQLModel, table=True):
     # ftq's own copy of a prompt/completion file converted for a chat model.
     converted_training_file_id: str | None = Field(default=None, max_length=40)
     priority: int = 0  # within a team's queue; teams themselves take turns
+    estimated_cost_usd: float | None = None  # the budget hold while the job is active
     admitted_at: dt.datetime | None = None  # when it last got a concurrency slot
 
     provider: str = Field(default="openai", max_length=32)

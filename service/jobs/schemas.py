@@ -121,3 +121,13 @@ class CreateJobInput(BaseModel):
             if key.startswith("ftq_"):
                 raise ValueError("metadata keys starting with 'ftq_' are reserved")
         return value
+
+
+def requested_epochs(request: CreateJobInput) -> int | Literal["auto"]:
+    hyper = None
+    if request.method is not None:
+        section = getattr(request.method, request.method.type, None)
+        hyper = getattr(section, "hyperparameters", None) if section else None
+    hyper = hyper or request.hyperparameters
+    epochs = getattr(hyper, "n_epochs", None) if hyper else None
+    return epochs if isinstance(epochs, int) else "auto"

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.jobs.budgets import actual_cost
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 
 
 def _ts(value: Any) -> int | None:
     return int(value.timestamp()) if value is not None else None
-
-
-def _actual_cost(job: FineTuningJob) -> float | None:
-    if not job.trained_tokens:
-        return None
-    from service.config import get_settings
-    from service.files.validation.settings import price_per_million_for
-
-    price = price_per_million_for(job.model, get_settings().validation)
-    return round(job.trained_tokens * price / 1_000_000, 6)
 
 
 def job_object(job: FineTuningJob, *, queue_position: int | None = None) -> dict[str, Any]:
@@ -54,7 +45,8 @@ def job_object(job: FineTuningJob, *, queue_position: int | None = None) -> dict
         "provider": job.provider,
         "sequence": job.sequence,
         # What the provider bills for (trained tokens at the configured price).
-        "cost_usd": _actual_cost(job),
+        "cost_usd": actual_cost(job),
+        "estimated_cost_usd": job.estimated_cost_usd,
     }
 
 

@@ -15,6 +15,7 @@ from service.dispatch import enqueue
 from service.errors import InvalidRequest, NotFound
 from service.files.models import File
 from service.files.service import FINE_TUNE
+from service.jobs import budgets
 from service.jobs.models import (
     SUBMISSION_STAGES,
     TERMINAL_STATUSES,
@@ -24,7 +25,7 @@ from service.jobs.models import (
     JobStage,
     JobStatus,
 )
-from service.jobs.schemas import CreateJobInput
+from service.jobs.schemas import CreateJobInput, requested_epochs
 from service.jobs.transitions import add_event, set_status
 from service.providers.registry import provider_for_team
 from service.tenants import audit, limits
@@ -129,6 +130,9 @@ def create_job(
     )
     session.add(job)
     session.flush()
+    estimate = budgets.estimate_cost(training, job.model, requested_epochs(request))
+    if estimate is not None:
+        budgets.reserve(session, job, estimate)
     add_event(session, job, f"Created fine-tuning job: {job.id}")
     audit.record(session, None, "job.create", "fine_tuning_job", job.id, team_id=team_id)
     enqueue("jobs.submit", job.id)
@@ -240,7 +244,7 @@ def _upstream_control(
             param="fine_tuning_job_id",
             code="invalid_job_state",
         )
-    provider = provider_for_account(job.account)
+    provider = provider_for_account(job.account, session=session)
     call = provider.pause_job if action == "pause" else provider.resume_job
     try:
         upstream = call(job.upstream_job_id)
@@ -249,6 +253,7 @@ def _upstream_control(
 
         raise api_error_from_provider(error) from error
     job = get_job(session, team_id, job_id, for_update=True)
+    audit.record(session, None, f"job.{action}", "fine_tuning_job", job.id, team_id=team_id)
     job.upstream_status = upstream.status
     set_status(session, job, upstream.status)
     add_event(

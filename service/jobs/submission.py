@@ -19,9 +19,10 @@ from sqlmodel import Session, select
 
 from service.config import get_settings
 from service.db import session_scope, utcnow
+from service.errors import BudgetExceeded
 from service.files.models import File, ProviderFile
 from service.files.service import file_path
-from service.jobs import capacity, failures
+from service.jobs import budgets, capacity, failures
 from service.jobs.models import SUBMISSION_STAGES, FineTuningJob, JobStage, JobStatus
 from service.jobs.transitions import add_event, set_status
 from service.providers.base import CreateJobRequest, ErrorKind, Provider, ProviderError, UpstreamJob
@@ -328,6 +329,21 @@ def _gate(job_id: str) -> bool:
             add_event(session, job, job.error["message"], level="error")
             return False
         training = files[0]
+        if job.estimated_cost_usd is None:
+            # The report arrived after the create: the budget hold is taken now.
+            estimate = budgets.estimate_cost(training, job.model, budgets.job_epochs(job))
+            if estimate is not None:
+                try:
+                    budgets.reserve(session, job, estimate)
+                except BudgetExceeded as refused:
+                    job.error = {
+                        "code": "budget_exceeded",
+                        "message": refused.message,
+                        "param": None,
+                    }
+                    set_status(session, job, JobStatus.failed)
+                    add_event(session, job, refused.message, level="error")
+                    return False
         if (
             training.format == "prompt_completion"
             and _is_chat_model(job.model)

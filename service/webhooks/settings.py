@@ -27,7 +27,7 @@ def _split_list(value: Any) -> Any:
 
 class WebhookSettings(BaseModel):
     # Svix's schedule: an immediate attempt, then these waits (8 attempts over ~27.5 h).
-    retry_schedule_seconds: list[float] = Field(
+    retry_schedule_seconds: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
     # Each wait is scaled by a uniform factor in [1 - jitter, 1 + jitter] (Svix: ±20%).
@@ -56,7 +56,13 @@ class WebhookSettings(BaseModel):
     # Minimum wait after a 429 or a timeout (Svix's OVERLOAD_PENALTY_SECS).
     overload_penalty_seconds: float = Field(default=60.0, ge=0)
 
-    @field_validator("allowed_networks", "allowed_schemes", "allowed_ports", mode="before")
+    @field_validator(
+        "allowed_networks",
+        "allowed_schemes",
+        "allowed_ports",
+        "retry_schedule_seconds",
+        mode="before",
+    )
     @classmethod
     def _accept_comma_separated(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str) and not value.strip():

@@ -257,7 +257,8 @@ class Stack:
         return self.db(make)
 
     def client(self, key: str, **options: Any) -> OpenAI:
-        return OpenAI(base_url=f"{self.api_url}/v1", api_key=key, max_retries=0, **options)
+        options.setdefault("max_retries", 0)
+        return OpenAI(base_url=f"{self.api_url}/v1", api_key=key, **options)
 
     def sandbox_client(self) -> OpenAI:
         return OpenAI(base_url=f"{self.sandbox_url}/v1", api_key="inspector", max_retries=0)

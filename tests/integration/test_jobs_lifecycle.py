@@ -130,3 +130,59 @@ def test_models_lists_the_teams_fine_tunes(stack: Stack, team: Team, dataset: Pa
     assert metrics and all("train_loss" in m for m in metrics)
     assert done.model_extra.get("cost_usd") is not None and done.model_extra["cost_usd"] > 0
     json.dumps(metrics)
+
+
+def test_budget_holds_the_estimate_and_usage_reports_the_month(
+    stack: Stack, team: Team, dataset: Path
+) -> None:
+    from tests.integration.test_auth_and_isolation import raw
+
+    admin, member = team.keys["admin"], team.keys["member"]
+    client = stack.client(member)
+    file_id = upload(client, dataset)
+    wait_for(
+        lambda: client.files.retrieve(file_id).model_extra["validation"]["status"] == "completed",
+        timeout=60,
+    )
+    status, estimate = raw(
+        stack,
+        "POST",
+        "/v1/fine_tuning/jobs/estimate",
+        member,
+        body={"model": "gpt-4o-mini-2024-07-18", "training_file": file_id},
+    )
+    assert status == 200
+    cost = estimate["cost_usd"]
+    assert cost > 0
+
+    # Members cannot move the budget; admins can.
+    status, _ = raw(stack, "PUT", "/v1/budget", member, body={"monthly_budget_usd": 1.0})
+    assert status == 403
+    status, body = raw(stack, "PUT", "/v1/budget", admin, body={"monthly_budget_usd": cost * 1.5})
+    assert status == 200 and body["monthly_budget_usd"] == cost * 1.5
+
+    first = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
+    assert first.model_extra["estimated_cost_usd"] == cost
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
+    assert caught.value.status_code == 402
+    assert caught.value.code == "budget_exceeded"
+    assert f"${cost:.2f}" in caught.value.message and f"${cost * 1.5:.2f}" in caught.value.message
+    assert len(client.fine_tuning.jobs.list().data) == 1  # the refused job left nothing behind
+
+    status, usage = raw(stack, "GET", "/v1/usage", member)
+    assert status == 200
+    assert usage["jobs"] == 1 and usage["reserved_usd"] == pytest.approx(cost)
+    done = wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(first.id)).status in TERMINAL and j,
+        timeout=90,
+    )
+    status, usage = raw(stack, "GET", "/v1/usage", member)
+    assert usage["reserved_usd"] == 0
+    assert usage["trained_tokens"] == done.trained_tokens
+    assert usage["actual_cost_usd"] == pytest.approx(done.model_extra["cost_usd"])
+    assert usage["remaining_usd"] == pytest.approx(
+        max(0.0, cost * 1.5 - done.model_extra["cost_usd"])
+    )
+    status, _ = raw(stack, "GET", "/v1/usage?month=2026-13", member)
+    assert status == 400

@@ -1,0 +1,233 @@
+"""Following many active jobs: ftq's sweeper against a naive poller, in the same run.
+
+    python bench/jobs.py                  # 100 jobs, then 1,000 jobs
+    python bench/jobs.py --jobs 100       # one size only
+
+A real stack (Postgres, Redis, Celery worker and beat, the API, the sandbox upstream) runs
+N jobs that stay active through the measuring window. Figures:
+
+* POST → upstream create: from the team's POST /v1/fine_tuning/jobs to the moment the
+  sandbox received the create carrying that job's ftq_job_id (p50, p99).
+* upstream requests per active job-hour: every request ftq sent to the provider during the
+  window, divided by jobs x window; then the same for a naive baseline that retrieves each
+  job and lists its events every 10 s, on the same jobs, measured right after.
+* lateness: how long after the upstream status changed ftq recorded it, as a fraction of
+  the poll interval in force (must stay ≤ 1: never more than one interval late).
+
+Clocks are scaled (``--hour-seconds``): one "hour" of job life lasts that many real
+seconds, and every interval — ftq's poll bounds, the sweep, the baseline's 10 s — is
+scaled by the same factor, so the ratios are those of real hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.integration.stack import Stack
+
+DATASET = "\n".join(
+    json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"Q{i}?"},
+                {"role": "assistant", "content": f"A{i}."},
+            ]
+        }
+    )
+    for i in range(12)
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def upstream_requests(stack: Stack) -> list[dict[str, Any]]:
+    return [r for r in stack.sandbox.requests() if r["path"].startswith("/v1/")]
+
+
+def run(n_jobs: int, hour_seconds: float) -> dict[str, Any]:
+    scale = hour_seconds / 3600.0
+    env = {
+        "FTQ_POLL_INTERVAL_MIN_SECONDS": str(15 * scale),
+        "FTQ_POLL_INTERVAL_MAX_SECONDS": str(600 * scale),
+        "FTQ_SWEEP_INTERVAL_SECONDS": str(max(0.25, 10 * scale)),
+        "FTQ_LEASE_SECONDS": str(max(5.0, 120 * scale)),
+        "FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT": str(n_jobs + 10),
+        "FTQ_MAX_ACTIVE_JOBS_PER_TEAM": str(n_jobs + 10),
+        "FTQ_LIMITS__MAX_ACTIVE_JOBS": str(n_jobs + 10),
+        "FTQ_LIMITS__REQUESTS_PER_MINUTE": "1000000",
+        "FTQ_LOG_LEVEL": "WARNING",
+        # Upstream: a status change a quarter and half an hour in, then running for hours.
+        "SANDBOX_JOB_SPEED": "1",
+        "SANDBOX_VALIDATING_SECONDS": str(0.25 * hour_seconds),
+        "SANDBOX_QUEUED_SECONDS": str(0.25 * hour_seconds),
+        "SANDBOX_STEP_SECONDS": str(hour_seconds),
+        "SANDBOX_MAX_RUNNING_SECONDS": str(10 * hour_seconds),
+        "SANDBOX_STEPS_PER_EPOCH": "10",
+    }
+    stack = Stack(f"bench{n_jobs}", extra_env=env)
+    try:
+        stack.start(workers=1)
+        stack.start_worker("worker1")
+        team = stack.create_team("bench")
+        client = stack.client(team.keys["member"], max_retries=3)
+        file_id = client.files.create(
+            file=("bench.jsonl", DATASET.encode()), purpose="fine-tune"
+        ).id
+        # Let the file's report exist first: the bench measures job submission, not validation.
+        while client.files.retrieve(file_id).model_extra["validation"]["status"] != "completed":
+            time.sleep(0.2)
+
+        posted: dict[str, float] = {}
+        lock = threading.Lock()
+
+        def create(_: int) -> None:
+            started = time.time()
+            job = client.fine_tuning.jobs.create(
+                model="gpt-4o-mini-2024-07-18", training_file=file_id
+            )
+            with lock:
+                posted[job.id] = started
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(create, range(n_jobs)))
+
+        def created_times() -> dict[str, float]:
+            return {
+                r["ftq_job_id"]: r["time"]
+                for r in stack.sandbox.requests(method="POST", path="/v1/fine_tuning/jobs")
+                if r.get("ftq_job_id") and r.get("status_code") == 200
+            }
+
+        deadline = time.time() + 300
+        while len(created_times()) < n_jobs and time.time() < deadline:
+            time.sleep(0.5)
+        creates = created_times()
+        latencies = [creates[j] - posted[j] for j in posted if j in creates]
+
+        # The measuring window: one (scaled) hour of following N active jobs.
+        window = hour_seconds
+        before = len(upstream_requests(stack))
+        window_start = time.time()
+        time.sleep(window)
+        during = [r for r in upstream_requests(stack)[before:] if r["time"] >= window_start]
+        ftq_requests = len(during)
+
+        lateness = measure_lateness(stack, list(posted), scale)
+
+        # Baseline on the same upstream jobs, with ftq's followers stopped.
+        stack.group.stop("beat")
+        for name in ("worker0", "worker1"):
+            stack.group.stop(name)
+        upstream_ids = [j.id for j in stack.sandbox_client().fine_tuning.jobs.list(limit=100)]
+        baseline_requests = naive_poller(stack, upstream_ids[:n_jobs], 10 * scale, window)
+
+        jobs_hours = n_jobs * window / hour_seconds
+        return {
+            "jobs": n_jobs,
+            "created": len(latencies),
+            "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+            "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else float("nan"),
+            "ftq_per_job_hour": ftq_requests / jobs_hours,
+            "naive_per_job_hour": baseline_requests / jobs_hours,
+            "max_lateness_intervals": max(lateness) if lateness else float("nan"),
+            "status_changes_seen": len(lateness),
+        }
+    finally:
+        stack.stop()
+
+
+def naive_poller(stack: Stack, upstream_ids: list[str], every: float, window: float) -> int:
+    count = 0
+    lock = threading.Lock()
+    stop = time.time() + window
+
+    def follow(upstream_id: str) -> None:
+        nonlocal count
+        sandbox = stack.sandbox_client()  # one client per thread: no shared pool lock
+        next_at = time.time()
+        while next_at < stop:
+            sandbox.fine_tuning.jobs.retrieve(upstream_id)
+            sandbox.fine_tuning.jobs.list_events(upstream_id, limit=20)
+            with lock:
+                count += 2
+            next_at += every
+            time.sleep(max(0.0, next_at - time.time()))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(256, len(upstream_ids))) as pool:
+        list(pool.map(follow, upstream_ids))
+    return count
+
+
+def measure_lateness(stack: Stack, job_ids: list[str], scale: float) -> list[float]:
+    """For each upstream transition to running: (ftq saw it - it happened) / interval."""
+    from sqlmodel import select
+
+    def outbox(session: Any) -> dict[str, float]:
+        from service.webhooks.outbox import OutboxEvent
+
+        rows = session.exec(
+            select(OutboxEvent).where(OutboxEvent.event_type == "fine_tuning.job.running")
+        )
+        return {row.object_id: row.created_at.timestamp() for row in rows}
+
+    seen = stack.db(outbox)
+    sandbox = stack.sandbox_client()
+    ratios = []
+    for job_id in job_ids:
+        if job_id not in seen:
+            continue
+        upstream = sandbox.fine_tuning.jobs.list(metadata={"ftq_job_id": job_id}).data[0]
+        events = sandbox.fine_tuning.jobs.list_events(upstream.id, limit=100).data
+        started = [e.created_at for e in events if "started" in e.message.lower()]
+        if not started:
+            continue
+        # created_at is whole seconds upstream: allow that rounding in the ratio.
+        late = max(0.0, seen[job_id] - started[0] - 1.0)
+        ratios.append(late / (600 * scale))
+    return ratios
+
+
+def main() -> None:
+    # A stopped bench still tears its stack down (processes, database, Redis number).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--hour-seconds", type=float, default=120.0)
+    args = parser.parse_args()
+    rows = [run(n, args.hour_seconds) for n in args.jobs]
+    print()
+    print(
+        f"{'jobs':>6} {'p50 POST→create':>16} {'p99':>9} {'ftq req/job-h':>14} "
+        f"{'naive req/job-h':>16} {'naive÷ftq':>10} {'max late (intervals)':>21}"
+    )
+    for row in rows:
+        ratio = (
+            row["naive_per_job_hour"] / row["ftq_per_job_hour"]
+            if row["ftq_per_job_hour"]
+            else float("inf")
+        )
+        print(
+            f"{row['jobs']:>6} {row['p50_ms']:>13.0f} ms {row['p99_ms']:>6.0f} ms "
+            f"{row['ftq_per_job_hour']:>14.1f} {row['naive_per_job_hour']:>16.1f} {ratio:>9.1f}x "
+            f"{row['max_lateness_intervals']:>21.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
