@@ -103,6 +103,14 @@ EXPECTED: dict[tuple[str, str], Expect] = {
         {"admin": 404, "member": 404, "viewer": 403, "operator": 403},
         body={"model": "{model_id}", "prompt": "hi"},
     ),
+    # usage and budget: always the caller's own team
+    ("GET", "/v1/usage"): Expect(LIST, listing=True),
+    ("GET", "/v1/budget"): Expect(LIST, listing=True),
+    ("PUT", "/v1/budget"): Expect(
+        {"admin": 400, "member": 403, "viewer": 403, "operator": 403},
+        body={"monthly_budget_usd": -1},
+        note="a refused value: nothing changes even for the caller's own team",
+    ),
     # webhooks
     ("GET", "/v1/webhook_endpoints"): Expect(LIST, listing=True),
     ("POST", "/v1/webhook_endpoints"): Expect(
