@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from cli.processes import (
     wait_http_ok,
     worker_command,
 )
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def _use_data_dir(data_dir: Path | None) -> None:
@@ -80,6 +84,16 @@ def _dev_admin_key() -> str:
     return token
 
 
+def _start_local(group: ProcessGroup, settings: Settings) -> None:
+    """The local provider's processes: a training worker (one run at a time) and, unless an
+    external OpenAI-compatible server (e.g. vLLM) is configured, the inference server."""
+    from cli.inference import inference_command
+
+    group.start("trainer", worker_command(name="trainer", concurrency=1, queues="training"))
+    if settings.local.inference_url is None:
+        group.start("inference", inference_command("127.0.0.1", settings.local.inference_port))
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
@@ -125,6 +139,8 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
         api_proc = group.start("api", api_command(host, port))
         group.start("worker", worker_command())
         group.start("beat", beat_command())
+        if settings.local.allowed_base_models:
+            _start_local(group, settings)
         wait_http_ok(f"http://{host}:{port}/healthz", proc=api_proc)
         key = _dev_admin_key()
         api_url = f"http://{host}:{port}/v1"
