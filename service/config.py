@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     provider_project: str | None = None
     provider_timeout_seconds: float = 60.0
     provider_max_retries: int = 2  # reads only; creates always run with 0
+    # Files over the Files API's 512 MB limit go through the Uploads API in parts.
+    provider_upload_part_threshold_bytes: int = 512 * 1024 * 1024
+    provider_upload_part_bytes: int = 64 * 1024 * 1024  # the Uploads API's part limit
 
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
     # When set, GET /metrics requires "Authorization: Bearer <token>".

@@ -148,6 +148,26 @@ class OpenAIProvider:
         return None
 
     def upload_file(self, path: Path, filename: str) -> str:
+        from service.config import get_settings
+
+        settings = get_settings()
+        size = path.stat().st_size
+        if size > settings.provider_upload_part_threshold_bytes:
+            # Over the Files API's limit: the Uploads API, in parts, completed in order.
+            upload = self._call(
+                self._client.uploads.upload_file_chunked,
+                file=path,
+                mime_type="text/jsonl",
+                purpose="fine-tune",
+                filename=filename,
+                bytes=size,
+                part_size=settings.provider_upload_part_bytes,
+            )
+            if upload.file is None:
+                raise ProviderError(
+                    f"upload {upload.id} completed without a file", kind=ErrorKind.transient
+                )
+            return str(upload.file.id)
         with path.open("rb") as handle:
             created = self._call(
                 self._client.files.create, file=(filename, handle), purpose="fine-tune"

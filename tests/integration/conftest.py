@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import Stack, Team
+from tests.integration.stack import Stack, Team, drop_stale_databases
 
 pytestmark = pytest.mark.integration
 
@@ -13,6 +13,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The shared stack: Postgres, Redis, sandbox, API, one worker, one beat."""
+    drop_stale_databases()
     shared = Stack("shared", extra_env={"FTQ_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024)})
     try:
         shared.start()

@@ -62,10 +62,18 @@ def allocate_redis_db(owner: str) -> int:
     """A Redis database number no concurrent run uses (a lease key in db 0 marks it)."""
     admin = _redis_admin()
     for number in range(1, 16):
-        if admin.set(f"ftq:test-db-lease:{number}", owner, nx=True, ex=3 * 3600):
+        key = f"ftq:test-db-lease:{number}"
+        holder = admin.get(key)
+        if holder and not _alive(holder.decode().split("-", 1)[0]):
+            admin.delete(key)  # a run that was killed: its number is free again
+        if admin.set(key, owner, nx=True, ex=3 * 3600):
             redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number).flushdb()
             return number
     raise RuntimeError("no free Redis database number (1-15) for this test run")
+
+
+def _alive(pid: str) -> bool:
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
 
 
 def release_redis_db(number: int, owner: str) -> None:
@@ -80,6 +88,21 @@ def create_database(name: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0]
     return f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def drop_stale_databases() -> None:
+    """Databases left by runs that were killed before their teardown (their pid is gone)."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'ftq_test_%'"
+            )
+        ]
+        for name in names:
+            pid = name[len("ftq_test_") :].split("_", 1)[0]
+            if not _alive(pid):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def drop_database(name: str) -> None:

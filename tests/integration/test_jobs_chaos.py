@@ -126,7 +126,12 @@ def test_sigkill_during_upload_and_during_polling(dataset: Path) -> None:
 
 
 def test_redis_flushed_mid_run_every_job_still_finishes(dataset: Path) -> None:
-    with private_stack("flush") as stack:
+    # Files over the threshold go through the Uploads API in parts (shrunk here to 1 KB).
+    with private_stack(
+        "flush",
+        FTQ_PROVIDER_UPLOAD_PART_THRESHOLD_BYTES="1024",
+        FTQ_PROVIDER_UPLOAD_PART_BYTES="1024",
+    ) as stack:
         stack.start()
         team = stack.create_team()
         client = stack.client(team.keys["member"])
@@ -142,6 +147,12 @@ def test_redis_flushed_mid_run_every_job_still_finishes(dataset: Path) -> None:
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=stack.redis_db).flushdb()
         jobs = wait_terminal(client, job_ids)
         assert_exactly_once(stack, jobs)
+        # The three jobs share one dataset: uploaded once, in parts, through the Uploads API.
+        assert dataset.stat().st_size > 1024
+        assert len(stack.sandbox.requests(method="POST", path="/v1/uploads")) == 1
+        parts = stack.sandbox.requests(method="POST", path="/v1/uploads/{upload_id}/parts")
+        assert len(parts) == -(-dataset.stat().st_size // 1024)
+        assert stack.sandbox.requests(method="POST", path="/v1/files") == []
 
 
 def test_postgres_restarted_mid_run(dataset: Path) -> None:
