@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.config import Settings, get_settings
@@ -45,6 +45,7 @@ from service.jobs.schemas import LOCAL_METHOD_TYPES, CreateJobInput
 from service.jobs.transitions import add_checkpoint, add_event, set_status
 from service.providers.local.naming import fine_tuned_model_name
 from service.providers.local.spec import TRAINING_METHOD, Hyperparameters, TrainingMethod
+from service.providers.local.trainer import TrainingCallbacks
 from service.tenants.models import Team
 
 log = structlog.get_logger(__name__)
@@ -196,20 +197,19 @@ def cancel_requested(session: Session, job: FineTuningJob) -> FineTuningJob:
 # Claim and reconcile ------------------------------------------------------------------------
 def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
     return sa.or_(
-        FineTuningJob.lease_expires_at.is_(None),  # type: ignore[union-attr]
-        FineTuningJob.lease_expires_at < now,  # type: ignore[operator]
+        col(FineTuningJob.lease_expires_at).is_(None), col(FineTuningJob.lease_expires_at) < now
     )
 
 
 def _runnable(job_id: str | None = None) -> list[sa.ColumnElement[bool]]:
     clauses = [
-        FineTuningJob.provider == LOCAL,
-        FineTuningJob.stage == JobStage.training,
-        FineTuningJob.status.not_in([s.value for s in TERMINAL_STATUSES]),  # type: ignore[attr-defined]
+        col(FineTuningJob.provider) == LOCAL,
+        col(FineTuningJob.stage) == JobStage.training,
+        col(FineTuningJob.status).not_in([s.value for s in TERMINAL_STATUSES]),
     ]
     if job_id is not None:
-        clauses.append(FineTuningJob.id == job_id)
-    return clauses  # type: ignore[return-value]
+        clauses.append(col(FineTuningJob.id) == job_id)
+    return clauses
 
 
 def reconcile() -> list[str]:
@@ -225,8 +225,8 @@ def reconcile() -> list[str]:
                     *_runnable(),
                     _not_leased(now),
                     sa.or_(
-                        FineTuningJob.next_poll_at.is_(None),  # type: ignore[union-attr]
-                        FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
+                        col(FineTuningJob.next_poll_at).is_(None),
+                        col(FineTuningJob.next_poll_at) <= now,
                     ),
                 )
                 .limit(RECONCILE_BATCH)
@@ -236,7 +236,7 @@ def reconcile() -> list[str]:
         if job_ids:
             session.execute(
                 sa.update(FineTuningJob)
-                .where(FineTuningJob.id.in_(job_ids))  # type: ignore[attr-defined]
+                .where(col(FineTuningJob.id).in_(job_ids))
                 .values(next_poll_at=now + dt.timedelta(seconds=settings.local.requeue_seconds))
             )
         for job_id in job_ids:
@@ -369,13 +369,13 @@ def renew_lease(job_id: str, owner: str, seconds: float) -> bool:
     with session_scope() as session:
         result = session.execute(
             sa.update(FineTuningJob)
-            .where(FineTuningJob.id == job_id, FineTuningJob.lease_owner == owner)  # type: ignore[arg-type]
+            .where(col(FineTuningJob.id) == job_id, col(FineTuningJob.lease_owner) == owner)
             .values(lease_expires_at=now + dt.timedelta(seconds=seconds))
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-class JobCallbacks:
+class JobCallbacks(TrainingCallbacks):
     """The trainer's callbacks for one job: events, checkpoints, cancel and lease checks."""
 
     def __init__(self, claim: Claim, owner: str, heartbeat: _Heartbeat) -> None:
@@ -469,9 +469,9 @@ class JobCallbacks:
             raise LeaseLost(self.claim.job_id)
         with session_scope() as session:
             row = session.execute(
-                sa.select(FineTuningJob.cancel_requested, FineTuningJob.lease_owner).where(
-                    FineTuningJob.id == self.claim.job_id  # type: ignore[arg-type]
-                )
+                sa.select(
+                    col(FineTuningJob.cancel_requested), col(FineTuningJob.lease_owner)
+                ).where(col(FineTuningJob.id) == self.claim.job_id)
             ).first()
         if row is None or row.lease_owner != self.owner:
             raise LeaseLost(self.claim.job_id)
@@ -541,20 +541,20 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat
     try:
         base = resolve_base_model(claimed.model, settings.local)
         method, hyperparameters = training_method(claimed.method, claimed.hyperparameters)
+        spec = TrainingSpec.from_settings(
+            settings.local,
+            base_model_path=base,
+            method=method,
+            hyperparameters=hyperparameters,
+            seed=claimed.seed,
+            output_dir=output_dir(job_id, settings),
+        ).model_copy(update={"checkpoint_each_epoch": settings.local.checkpoint_each_epoch})
     except UnknownBaseModel as exc:
         _fail(job_id, owner, failures.MODEL_UNAVAILABLE, f"Base model unavailable: {exc}.", "model")
         return
-    except ValueError as exc:
+    except ValueError as exc:  # pydantic's ValidationError included
         _fail(job_id, owner, INVALID_METHOD, f"Invalid method: {exc}.", "method")
         return
-    spec = TrainingSpec.from_settings(
-        settings.local,
-        base_model_path=base,
-        method=method,
-        hyperparameters=hyperparameters,
-        seed=claimed.seed,
-        output_dir=output_dir(job_id, settings),
-    ).model_copy(update={"checkpoint_each_epoch": settings.local.checkpoint_each_epoch})
     resume_step = _latest_checkpoint_step(job_id)
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id)
