@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import FtqError
@@ -75,6 +76,24 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A deadlock victim, a serialization failure or an unreachable database: nothing was
+    # committed, and the same request can simply be sent again.
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    transient = code in ("40P01", "40001") or isinstance(exc, OperationalError)
+    log.warning("database_error", error=str(exc).splitlines()[0], sqlstate=code)
+    if not transient:
+        return await _unexpected(_request, exc)
+    return error_response(
+        503,
+        "The database could not complete this request right now; nothing was changed. "
+        "Please retry.",
+        type="server_error",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", error=str(exc))
     return error_response(
@@ -89,4 +108,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FtqError, _ftq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

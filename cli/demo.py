@@ -111,6 +111,16 @@ def run_demo(api_url: str, api_key: str, *, timeout: float) -> bool:
     return ok
 
 
+def _run_reporting(api_url: str, api_key: str, timeout: float) -> bool:
+    import openai
+
+    try:
+        return run_demo(api_url, api_key, timeout=timeout)
+    except openai.OpenAIError as error:
+        click.echo(f"   step failed: {type(error).__name__}: {error}", err=True)
+        return False
+
+
 @main.command()
 @click.option("--url", envvar="FTQ_API_URL", help="A running ftq's /v1 URL (else one is started).")
 @click.option("--key", envvar="FTQ_API_KEY", help="An API key of that ftq.")
@@ -120,7 +130,7 @@ def run_demo(api_url: str, api_key: str, *, timeout: float) -> bool:
 def demo(url: str | None, key: str | None, timeout: float) -> None:
     """Run the article's four steps end to end; exits non-zero if any step fails."""
     if url and key:
-        sys.exit(0 if run_demo(url, key, timeout=timeout) else 1)
+        sys.exit(0 if _run_reporting(url, key, timeout) else 1)
     with tempfile.TemporaryDirectory(prefix="ftq-demo-") as data_dir:
         click.echo(f"starting ftq on the embedded default (data in {data_dir}) ...")
         command = [
@@ -151,7 +161,7 @@ def demo(url: str | None, key: str | None, timeout: float) -> None:
                     sys.exit(1)
                 time.sleep(0.3)
             values = _read_env_file(env_file)
-            ok = run_demo(values["FTQ_API_URL"], values["FTQ_API_KEY"], timeout=timeout)
+            ok = _run_reporting(values["FTQ_API_URL"], values["FTQ_API_KEY"], timeout)
         finally:
             dev.terminate()
             try:

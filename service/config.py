@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     poll_interval_min_seconds: float = 15.0
     poll_interval_max_seconds: float = 600.0
     poll_jitter: float = 0.2
+    # With this many quiet jobs of one account due at once, one list call (100 jobs a page)
+    # replaces their per-job polls; below it, per-job polls cost about the same.
+    list_poll_min_due: int = 5
 
     # Celery
     task_time_limit_seconds: int = 300

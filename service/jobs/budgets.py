@@ -62,6 +62,8 @@ def set_budget(session: Session, team_id: str, monthly_budget_usd: float | None)
 def actual_cost(job: FineTuningJob) -> float | None:
     if not job.trained_tokens:
         return None
+    if job.provider == "local":
+        return 0.0  # ftq's own workers: no per-token bill
     price = price_per_million_for(job.model, get_settings().validation)
     return round(job.trained_tokens * price / 1_000_000, 6)
 
@@ -111,7 +113,11 @@ def reserve(session: Session, job: FineTuningJob, estimate_usd: float) -> None:
     # Serialise reservations per team so two creates cannot both fit under the limit.
     from service.tenants.models import Team
 
-    session.exec(select(Team.id).where(Team.id == job.team_id).with_for_update()).first()
+    # FOR NO KEY UPDATE: rows referencing the team (this job) hold KEY SHARE on it, which a
+    # plain FOR UPDATE would wait on — two concurrent creates would deadlock.
+    session.exec(
+        select(Team.id).where(Team.id == job.team_id).with_for_update(key_share=True)
+    ).first()
     budget = budget_for(session, job.team_id)
     if budget is not None:
         jobs, label = _month_jobs(session, job.team_id, None)

@@ -148,7 +148,9 @@ def admit(session: Session, account: str) -> list[str]:
             break
         if team_active.get(job.team_id, 0) >= settings.max_active_jobs_per_team:
             continue
-        job.stage = JobStage.pending
+        # Straight to "uploading": the slot is taken now, under the account lock, and the
+        # submit task resumes from there without queueing the job a second time.
+        job.stage = JobStage.uploading
         job.admitted_at = utcnow()
         job.next_poll_at = None
         job.updated_at = utcnow()

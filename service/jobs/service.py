@@ -130,7 +130,11 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    estimate = budgets.estimate_cost(training, job.model, requested_epochs(request))
+    estimate = (
+        budgets.estimate_cost(training, job.model, requested_epochs(request))
+        if job.provider != "local"
+        else None
+    )
     if estimate is not None:
         budgets.reserve(session, job, estimate)
     add_event(session, job, f"Created fine-tuning job: {job.id}")
@@ -285,8 +289,14 @@ def list_events(
         ).first()
         if anchor is None:
             raise NotFound(f"No such event: {after}", param="after")
-        query = query.where(JobEvent.pk < anchor.pk)  # type: ignore[operator]
-    rows = list(session.exec(query.order_by(JobEvent.pk.desc()).limit(limit + 1)))  # type: ignore[union-attr]
+        query = query.where(
+            sa.tuple_(JobEvent.created_at, JobEvent.pk)
+            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.pk))
+        )
+    # Newest first by the time each event happened (upstream events arrive after ftq's own
+    # have been written), insertion order breaking ties: stable for `after` paging.
+    ordered = query.order_by(JobEvent.created_at.desc(), JobEvent.pk.desc())  # type: ignore[attr-defined,union-attr]
+    rows = list(session.exec(ordered.limit(limit + 1)))
     return rows[:limit], len(rows) > limit
 
 

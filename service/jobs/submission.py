@@ -329,7 +329,7 @@ def _gate(job_id: str) -> bool:
             add_event(session, job, job.error["message"], level="error")
             return False
         training = files[0]
-        if job.estimated_cost_usd is None:
+        if job.estimated_cost_usd is None and job.provider != "local":
             # The report arrived after the create: the budget hold is taken now.
             estimate = budgets.estimate_cost(training, job.model, budgets.job_epochs(job))
             if estimate is not None:

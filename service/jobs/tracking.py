@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
@@ -52,14 +53,29 @@ def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def sweep(owner_prefix: str) -> list[str]:
-    """Claim every due job (lease) and enqueue one poll each; returns the claimed ids."""
+@dataclass(frozen=True)
+class _Due:
+    job_id: str
+    owner: str
+    account: str
+    upstream_id: str
+    upstream_status: str | None
+    cancel_requested: bool
+
+
+# While an upstream job sits in one of these, nothing but its status can change; a list call
+# that shows the status unchanged makes the per-job poll unnecessary.
+QUIET_STATUSES = frozenset({"validating_files", "queued", "paused"})
+LIST_PAGE = 100
+
+
+def _claim_due(owner_prefix: str) -> list[_Due]:
     settings = get_settings()
     now = utcnow()
-    claimed: list[tuple[str, str]] = []
+    claimed: list[_Due] = []
     with session_scope() as session:
         due = session.exec(
-            select(FineTuningJob.id)
+            select(FineTuningJob)
             .where(
                 FineTuningJob.stage == JobStage.tracking,
                 FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
@@ -69,20 +85,84 @@ def sweep(owner_prefix: str) -> list[str]:
             .limit(SWEEP_BATCH)
             .with_for_update(skip_locked=True)
         ).all()
-        for job_id in due:
+        for job in due:
             owner = f"{owner_prefix}:{ids.random_base62(8)}"
             result = session.execute(
                 sa.update(FineTuningJob)
-                .where(FineTuningJob.id == job_id, _not_leased(now))  # type: ignore[arg-type]
+                .where(FineTuningJob.id == job.id, _not_leased(now))  # type: ignore[arg-type]
                 .values(
                     lease_owner=owner,
                     lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
                 )
             )
-            if result.rowcount:  # type: ignore[attr-defined]
-                claimed.append((job_id, owner))
-                enqueue("jobs.poll", job_id, owner)
-    return [job_id for job_id, _ in claimed]
+            if result.rowcount and job.upstream_job_id:  # type: ignore[attr-defined]
+                claimed.append(
+                    _Due(
+                        job.id,
+                        owner,
+                        job.account,
+                        job.upstream_job_id,
+                        job.upstream_status,
+                        job.cancel_requested,
+                    )
+                )
+    return claimed
+
+
+def _unchanged_by_list(claimed: list[_Due]) -> set[str]:
+    """Jobs whose quiet upstream status a list call shows unchanged (one request per page
+    of up to 100 jobs instead of one poll per job)."""
+    unchanged: set[str] = set()
+    by_account: dict[str, list[_Due]] = {}
+    for due in claimed:
+        if due.upstream_status in QUIET_STATUSES and not due.cancel_requested:
+            by_account.setdefault(due.account, []).append(due)
+    for account, group in by_account.items():
+        if len(group) < get_settings().list_poll_min_due:
+            continue
+        wanted = {due.upstream_id: due for due in group}
+        seen: dict[str, str] = {}
+        cursor: str | None = None
+        try:
+            provider = provider_for_account(account)
+            if not hasattr(provider, "list_jobs"):
+                continue  # e.g. the local trainer: nothing to page
+            for _ in range(len(group) // LIST_PAGE + 3):
+                page, has_more = provider.list_jobs(after=cursor, limit=LIST_PAGE)
+                seen.update({j.id: j.status for j in page if j.id in wanted})
+                if not has_more or not page or len(seen) == len(wanted):
+                    break
+                cursor = page[-1].id
+        except (ProviderError, LookupError) as error:
+            log.warning("list_poll_unavailable", account=account, error=str(error))
+            continue
+        unchanged.update(
+            due.job_id
+            for upstream_id, due in wanted.items()
+            if seen.get(upstream_id) == due.upstream_status
+        )
+    return unchanged
+
+
+def sweep(owner_prefix: str) -> list[str]:
+    """Claim every due job (lease); jobs a list call shows unchanged are rescheduled, every
+    other one gets a poll task. Returns the claimed ids."""
+    claimed = _claim_due(owner_prefix)
+    unchanged = _unchanged_by_list(claimed)
+    with session_scope() as session:
+        for due in claimed:
+            if due.job_id not in unchanged:
+                enqueue("jobs.poll", due.job_id, due.owner)
+                continue
+            job = session.get(FineTuningJob, due.job_id, with_for_update=True)
+            if job is None or job.lease_owner != due.owner:
+                continue
+            job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed=False)
+            job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
+            job.lease_owner = None
+            job.lease_expires_at = None
+            session.add(job)
+    return [due.job_id for due in claimed]
 
 
 def admit() -> list[str]:
@@ -177,7 +257,12 @@ def _sync(
             job.result_files = upstream.result_files
             if upstream.error:
                 job.error = failures.job_error_from_upstream(upstream.error)
-        set_status(session, job, upstream.status)
+        status = upstream.status
+        if job.status == "queued" and status == "validating_files":
+            # A job that waited in ftq's queue is already "queued"; the provider validating
+            # its files afresh is not a step backwards for the team.
+            status = "queued"
+        set_status(session, job, status)
         job.lease_owner = None
         job.lease_expires_at = None
         if job.status not in TERMINAL_STATUSES:

@@ -110,6 +110,10 @@ class Provider(Protocol):
 
     def get_job(self, upstream_id: str) -> UpstreamJob: ...
 
+    def list_jobs(self, *, after: str | None, limit: int) -> tuple[list[UpstreamJob], bool]:
+        """One page of the account's jobs, newest first, and whether more follow."""
+        ...
+
     def list_new_events(self, upstream_id: str, after_event_id: str | None) -> list[UpstreamEvent]:
         """Events newer than ``after_event_id``, oldest first."""
         ...

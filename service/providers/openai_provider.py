@@ -202,6 +202,13 @@ class OpenAIProvider:
         client = self._client.with_options(max_retries=0, timeout=timeout)
         return _job(self._call(client.fine_tuning.jobs.create, **params))
 
+    def list_jobs(self, *, after: str | None, limit: int) -> tuple[list[UpstreamJob], bool]:
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after:
+            kwargs["after"] = after
+        page = self._call(self._client.fine_tuning.jobs.list, **kwargs)
+        return [_job(j) for j in page.data], bool(page.has_more)
+
     def get_job(self, upstream_id: str) -> UpstreamJob:
         return _job(self._call(self._client.fine_tuning.jobs.retrieve, upstream_id))
 

@@ -47,7 +47,9 @@ def effective_limits(session: Session, team_id: str) -> Limits:
 
 
 def _lock_team(session: Session, team_id: str) -> None:
-    session.exec(select(Team.id).where(Team.id == team_id).with_for_update()).first()
+    # FOR NO KEY UPDATE, not FOR UPDATE: a concurrent insert of a file or job holds KEY SHARE
+    # on the team row through its foreign key, and FOR UPDATE would deadlock with it.
+    session.exec(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True)).first()
 
 
 def usage(session: Session, team_id: str) -> dict[str, int]:

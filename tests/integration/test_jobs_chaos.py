@@ -239,6 +239,7 @@ def test_one_teams_twenty_jobs_do_not_starve_anothers_one(dataset: Path) -> None
         "fairness",
         FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT="2",
         FTQ_MAX_ACTIVE_JOBS_PER_TEAM="20",
+        FTQ_LIMITS__REQUESTS_PER_MINUTE="100000",  # the test polls 21 jobs in a loop
         SANDBOX_JOB_SPEED="10",
     ) as stack:
         stack.start()
@@ -260,8 +261,16 @@ def test_one_teams_twenty_jobs_do_not_starve_anothers_one(dataset: Path) -> None
             what="the busy team's jobs to queue",
         )
         quiet_job = start_jobs(quiet_client, dataset, 1)[0]
-        queued = quiet_client.fine_tuning.jobs.retrieve(quiet_job)
-        assert queued.status == "queued" and queued.model_extra["stage"] == "waiting"
+        queued = wait_for(
+            lambda: (
+                (j := quiet_client.fine_tuning.jobs.retrieve(quiet_job)).model_extra["stage"]
+                == "waiting"
+                and j
+            ),
+            timeout=60,
+            what="the quiet team's job to queue behind the busy team's",
+        )
+        assert queued.status == "queued"
         assert queued.model_extra["queue_position"] <= 2  # next turn goes to the quiet team
         done = wait_terminal(quiet_client, [quiet_job], timeout=120)[quiet_job]
         assert done.status == "succeeded"
@@ -270,8 +279,6 @@ def test_one_teams_twenty_jobs_do_not_starve_anothers_one(dataset: Path) -> None
             busy_client.fine_tuning.jobs.retrieve(j).status not in TERMINAL for j in busy_jobs
         )
         assert still_waiting >= 12, still_waiting
-        for job_id in busy_jobs:
-            busy_client.fine_tuning.jobs.cancel(job_id)
 
 
 def test_upstream_concurrency_429_requeues_instead_of_failing(dataset: Path) -> None:
@@ -297,7 +304,10 @@ def test_upstream_concurrency_429_requeues_instead_of_failing(dataset: Path) -> 
 
 
 def test_cancel_while_the_create_is_in_flight_cancels_upstream_too(dataset: Path) -> None:
-    with private_stack("cancelcreate", SANDBOX_HOLD_CREATE_SECONDS="3") as stack:
+    # A slow upstream job (~14 s), so it is still running when the cancel reaches it.
+    with private_stack(
+        "cancelcreate", SANDBOX_HOLD_CREATE_SECONDS="3", SANDBOX_JOB_SPEED="1"
+    ) as stack:
         stack.start()
         team = stack.create_team()
         client = stack.client(team.keys["member"])
@@ -329,3 +339,28 @@ def test_cancel_before_submission_is_local(dataset: Path, tmp_path: Path) -> Non
         assert client.fine_tuning.jobs.retrieve(job_id).status == "cancelled"
         assert stack.sandbox.stats()["creates_by_ftq_job_id"].get(job_id) is None
         Team  # noqa: B018 (keeps the import used for type readers)
+
+
+def test_quiet_jobs_are_followed_with_list_calls_not_one_poll_each(dataset: Path) -> None:
+    # A long upstream queue: six jobs sit in "queued" for ~8 s while the sweeper runs.
+    with private_stack("listpoll", SANDBOX_QUEUED_SECONDS="32", FTQ_LIST_POLL_MIN_DUE="2") as stack:
+        stack.start()
+        team = stack.create_team()
+        client = stack.client(team.keys["member"])
+        job_ids = start_jobs(client, dataset, 6)
+        jobs = wait_terminal(client, job_ids, timeout=180)
+        assert_exactly_once(stack, jobs)
+        requests = stack.sandbox.requests(method="GET")
+        list_calls = [
+            r
+            for r in requests
+            if r["path"] == "/v1/fine_tuning/jobs" and "metadata" not in str(r.get("query"))
+        ]
+        retrieves = [
+            r
+            for r in requests
+            if r["path"].count("/") == 4 and "/v1/fine_tuning/jobs/" in r["path"]
+        ]
+        assert list_calls, "the sweeper pages the job list for quiet jobs"
+        # Each list call stood in for up to six retrieves.
+        assert len(retrieves) < 6 * len(list_calls), (len(retrieves), len(list_calls))
