@@ -18,6 +18,7 @@ from service.files.storage import StagedUpload, get_storage
 from service.tenants import audit, limits
 
 FINE_TUNE = "fine-tune"
+FINE_TUNE_RESULTS = "fine-tune-results"
 ACCEPTED_PURPOSES = ("fine-tune",)
 ALL_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
@@ -98,6 +99,33 @@ def create_derived_file(
     finally:
         scratch.unlink(missing_ok=True)
     return create_file(session, team_id, filename, FINE_TUNE, staged)
+
+
+def store_result_file(session: Session, team_id: str, filename: str, data: bytes) -> File:
+    """A job's result file (metrics CSV) copied from the provider, so it outlives it."""
+    storage = get_storage()
+    staged = storage.stage()
+    try:
+        staged.write(data)
+        file_id = ids.file_id()
+        key = f"{team_id}/{file_id}.result"
+        storage.commit(staged, key)
+    except BaseException:
+        staged.discard()
+        raise
+    record = File(
+        id=file_id,
+        team_id=team_id,
+        filename=filename,
+        purpose=FINE_TUNE_RESULTS,
+        bytes=len(data),
+        sha256=staged.sha256,
+        storage_key=key,
+        validation_status="skipped",
+    )
+    session.add(record)
+    session.info.setdefault("on_rollback", []).append(lambda: storage.delete(key))
+    return record
 
 
 def get_file(session: Session, team_id: str, file_id: str) -> File:

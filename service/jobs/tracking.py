@@ -254,7 +254,9 @@ def _sync(
         if upstream.status in TERMINAL_STATUSES:
             job.fine_tuned_model = upstream.fine_tuned_model
             job.trained_tokens = upstream.trained_tokens
-            job.result_files = upstream.result_files
+            if upstream.result_files and not job.result_files:
+                job.result_files = upstream.result_files
+                enqueue("jobs.import_results", job.id)
             if upstream.error:
                 job.error = failures.job_error_from_upstream(upstream.error)
         status = upstream.status

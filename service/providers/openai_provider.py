@@ -174,6 +174,9 @@ class OpenAIProvider:
             )
         return str(created.id)
 
+    def download_file(self, upstream_id: str) -> bytes:
+        return bytes(self._call(self._client.files.content, upstream_id).read())
+
     # Jobs ------------------------------------------------------------------------------
     def find_job(self, ftq_job_id: str) -> UpstreamJob | None:
         page = self._call(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import openai
 from openai import OpenAI
 
 from tests.integration.conftest import CHAT_EXAMPLES
@@ -76,6 +77,23 @@ def run_thin_path(stack: Stack, client: OpenAI, dataset: Path) -> None:
     assert checkpoints, "the sandbox writes checkpoints for the last epochs"
     assert all(c.fine_tuned_model_checkpoint.startswith(done.fine_tuned_model) for c in checkpoints)
     assert checkpoints[0].step_number >= checkpoints[-1].step_number
+
+    # the result file (per-step metrics) is copied into ftq and readable through its API
+    def result_copied() -> str | None:
+        ids = client.fine_tuning.jobs.retrieve(job.id).result_files
+        try:
+            return (
+                ids[0]
+                if ids and client.files.retrieve(ids[0]).purpose == "fine-tune-results"
+                else None
+            )
+        except openai.NotFoundError:
+            return None
+
+    result_id = wait_for(result_copied, timeout=30, what="the result file copy")
+    metrics_csv = client.files.content(result_id).read().decode()
+    assert metrics_csv.splitlines()[0].startswith("step,train_loss")
+    assert len(metrics_csv.splitlines()) > 2
 
     # listing and the metadata filter
     listed = client.fine_tuning.jobs.list(metadata={"purpose": "thin-path"}).data

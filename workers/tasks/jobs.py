@@ -6,7 +6,7 @@ import socket
 
 from celery import Task
 
-from service.jobs import submission, tracking
+from service.jobs import results, submission, tracking
 from workers.app import app
 
 
@@ -37,3 +37,8 @@ def reconcile_jobs() -> int:
 @app.task(name="jobs.admit", expires=30)
 def admit_jobs() -> int:
     return len(tracking.admit())
+
+
+@app.task(name="jobs.import_results", autoretry_for=(Exception,), max_retries=5, retry_backoff=True)
+def import_results(job_id: str) -> None:
+    results.import_result_files(job_id)
