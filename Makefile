@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test dev lint bench-validate bench-train
+.PHONY: demo test dev lint bench-validate bench-train bench-jobs
 
 $(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,6 @@ bench-validate: $(VENV)/.installed-test
 
 bench-train: $(VENV)/.installed-test
 	$(BIN)/python bench/train.py
+
+bench-jobs: $(VENV)/.installed-test
+	$(BIN)/python bench/jobs.py

@@ -208,7 +208,10 @@ def _create_upstream(claim: Claimed, owner: str, provider: Provider) -> Upstream
             metadata=dict(job.user_metadata or {}),
             integrations=job.integrations,
         )
-    existing = provider.find_job(claim.job_id)
+    # The lookup is skipped only on a first attempt that moved to "creating" itself: a create
+    # can only ever have been sent from that stage, committed before the call.
+    first_try = claim.attempts == 1 and claim.stage != JobStage.creating
+    existing = None if first_try else provider.find_job(claim.job_id)
     if existing is not None:
         log.info("upstream_job_adopted", job_id=claim.job_id, upstream_job_id=existing.id)
         return existing
