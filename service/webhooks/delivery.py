@@ -213,6 +213,11 @@ def fanout(owner_prefix: str | None = None) -> int:
                 for endpoint in endpoints.get(event.team_id, [])
                 if subscribed(endpoint, event.event_type)
                 and (event.id, endpoint.id) not in existing
+                # The notice that an endpoint was disabled goes to the team's *other*
+                # endpoints, even when this one was re-enabled before the fan-out ran.
+                and not (
+                    event.event_type == events.ENDPOINT_DISABLED and event.object_id == endpoint.id
+                )
             ]
             if not targets:
                 continue
