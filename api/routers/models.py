@@ -36,7 +36,10 @@ def retrieve_model(model_id: str, principal: Reader) -> dict[str, Any]:
     raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(
+    request: Request, *, input_field: str, input_type: type | tuple[type, ...]
+) -> dict[str, Any]:
+    """The body of an inference call: a JSON object naming a model and its input."""
     try:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
@@ -45,9 +48,17 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise InvalidRequest("The request body must be a JSON object.")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise InvalidRequest("Missing required parameter: 'messages'.", param="messages")
+    if not isinstance(body.get(input_field), input_type) or not body[input_field]:
+        raise InvalidRequest(f"Missing required parameter: '{input_field}'.", param=input_field)
     return body
+
+
+async def _provider_for(principal: Any, model: str) -> Any:
+    def resolve() -> Any:
+        with session_scope() as session:
+            return provider_for_model(session, principal.team_id, model)
+
+    return await run_in_threadpool(resolve)
 
 
 def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -64,13 +75,9 @@ def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
 async def chat_completions(
     request: Request, principal: Writer
 ) -> dict[str, Any] | StreamingResponse:
-    body = await _json_body(request)
+    body = await _json_body(request, input_field="messages", input_type=list)
 
-    def resolve() -> Any:
-        with session_scope() as session:
-            return provider_for_model(session, principal.team_id, body["model"])
-
-    provider = await run_in_threadpool(resolve)
+    provider = await _provider_for(principal, body["model"])
     if body.get("stream"):
         try:
             chunks = provider.chat_completion_stream(body)
@@ -93,22 +100,11 @@ async def chat_completions(
 @router.post("/v1/completions")
 async def completions(request: Request, principal: Writer) -> dict[str, Any]:
     """Legacy completions, for fine-tunes of babbage-002 and davinci-002."""
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if "prompt" not in body:
-        raise InvalidRequest("Missing required parameter: 'prompt'.", param="prompt")
+    body = await _json_body(request, input_field="prompt", input_type=(str, list))
     if body.get("stream"):
         raise InvalidRequest("Streaming is not supported on /v1/completions.", param="stream")
 
-    def resolve() -> Any:
-        with session_scope() as session:
-            return provider_for_model(session, principal.team_id, body["model"])
-
-    provider = await run_in_threadpool(resolve)
+    provider = await _provider_for(principal, body["model"])
     try:
         return await run_in_threadpool(provider.completion, body)
     except ProviderError as error:
