@@ -111,13 +111,9 @@ def _committed(job: FineTuningJob) -> float:
 def reserve(session: Session, job: FineTuningJob, estimate_usd: float) -> None:
     """Hold ``estimate_usd`` for ``job`` or raise BudgetExceeded stating the figures."""
     # Serialise reservations per team so two creates cannot both fit under the limit.
-    from service.tenants.models import Team
+    from service.tenants.limits import lock_team
 
-    # FOR NO KEY UPDATE: rows referencing the team (this job) hold KEY SHARE on it, which a
-    # plain FOR UPDATE would wait on — two concurrent creates would deadlock.
-    session.exec(
-        select(Team.id).where(Team.id == job.team_id).with_for_update(key_share=True)
-    ).first()
+    lock_team(session, job.team_id)
     budget = budget_for(session, job.team_id)
     if budget is not None:
         jobs, label = _month_jobs(session, job.team_id, None)

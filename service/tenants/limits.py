@@ -46,7 +46,7 @@ def effective_limits(session: Session, team_id: str) -> Limits:
     return Limits(**values)
 
 
-def _lock_team(session: Session, team_id: str) -> None:
+def lock_team(session: Session, team_id: str) -> None:
     # FOR NO KEY UPDATE, not FOR UPDATE: a concurrent insert of a file or job holds KEY SHARE
     # on the team row through its foreign key, and FOR UPDATE would deadlock with it.
     session.exec(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True)).first()
@@ -74,7 +74,7 @@ def usage(session: Session, team_id: str) -> dict[str, int]:
 
 def check_file_create(session: Session, team_id: str, size: int) -> None:
     """Refuse a new file of ``size`` bytes that would exceed the team's storage quotas."""
-    _lock_team(session, team_id)
+    lock_team(session, team_id)
     limits = effective_limits(session, team_id)
     current = usage(session, team_id)
     if current["files"] + 1 > limits.max_files:
@@ -94,7 +94,7 @@ def check_file_create(session: Session, team_id: str, size: int) -> None:
 
 def check_job_create(session: Session, team_id: str) -> None:
     """Refuse a new job while the team already has its maximum of active jobs."""
-    _lock_team(session, team_id)
+    lock_team(session, team_id)
     limits = effective_limits(session, team_id)
     active = usage(session, team_id)["active_jobs"]
     if active + 1 > limits.max_active_jobs:
