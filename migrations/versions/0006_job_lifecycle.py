@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
+import sqlalchemy as sa
 import sqlmodel  # noqa: F401
-from alembic import op  # noqa: F401
+from alembic import op
+
+from service.dbtypes import JSONType
 
 revision: str = "0006"
 down_revision: str | None = "0005_budgets"
@@ -20,8 +22,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column("fine_tuning_jobs", sa.Column("evaluation_config", JSONType, nullable=True))
+    op.add_column("fine_tuning_jobs", sa.Column("evaluation", JSONType, nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    op.drop_column("fine_tuning_jobs", "evaluation")
+    op.drop_column("fine_tuning_jobs", "evaluation_config")

@@ -38,6 +38,7 @@ class JobStage(enum.StrEnum):
     creating = "creating"  # creating the upstream job (exactly once)
     tracking = "tracking"  # upstream job exists; the sweeper follows it
     training = "training"  # a local job: queued for or running on a training worker
+    evaluating = "evaluating"  # succeeded; its evaluation gate runs before the verdict
     done = "done"  # terminal
 
 
@@ -87,6 +88,9 @@ class FineTuningJob(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     estimated_finish: int | None = None
     cancel_requested: bool = False
+    # The evaluation gate asked for at create (eval id, criterion, min_delta) and its result.
+    evaluation_config: dict[str, Any] | None = Field(default=None, sa_column=json_column())
+    evaluation: dict[str, Any] | None = Field(default=None, sa_column=json_column())
 
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
