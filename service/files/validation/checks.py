@@ -19,6 +19,7 @@ from service.files.validation import formats as fmt
 from service.files.validation.codes import CODES
 from service.files.validation.dedup import hash64, near_hash
 from service.files.validation.pii import find_pii
+from service.files.validation.special_tokens import special_token_pattern
 from service.files.validation.tokens import (
     TOKENS_PER_MESSAGE,
     count_assistant_tokens,
@@ -41,6 +42,15 @@ PROMPT_SEPARATOR_FALLBACK = "\n\n### =>\n\n"
 COMPLETION_ENDINGS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%")
 COMPLETION_ENDING_FALLBACK = " [END]"
 _PLAIN_ROLES = frozenset({"system", "user", "assistant"})
+# Values shown in messages are cut here: a "role" can be any JSON value, however large.
+_SHOWN_CHARS = 60
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
 # Distinct completions remembered for the classification heuristic (unique < n/3).
 MAX_DISTINCT_COMPLETIONS = 50_000
 
@@ -55,6 +65,8 @@ class ScanConfig:
     near_min_chars: int
     legacy_long_chars: int
     token_cache_size: int
+    # Exact special tokens of a local base model, flagged beside every ``<|name|>``.
+    special_tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,9 @@ class ChunkScanner:
         self._records = array("Q")
         self._cap = config.findings_cap
         self._assistant_tokens = 0
+        self._special_tokens = special_token_pattern(config.special_tokens)
+        # A cheap substring test rules out nearly every example before the regex runs.
+        self._special_markers = (b"<|", *(t.encode()[:2] for t in config.special_tokens))
 
     def emit(
         self, line: int | None, code: str, message: str, suggestion: str | None = None
@@ -323,6 +338,8 @@ class ChunkScanner:
         if self.config.pii_enabled and text:
             for code, redacted in find_pii(text, encoded):
                 self.emit(line, code, f"Possible {code[4:].replace('_', ' ')}: {redacted}")
+        if any(marker in encoded for marker in self._special_markers):
+            self._check_special_tokens(line, encoded)
         self._records.extend(
             (
                 line,
@@ -330,6 +347,18 @@ class ChunkScanner:
                 near_hash(encoded, self.config.near_min_chars),
                 fmt.FORMAT_CODES[kind],
             )
+        )
+
+    def _check_special_tokens(self, line: int, encoded: bytes) -> None:
+        found = self._special_tokens.findall(encoded)
+        if not found:
+            return
+        first = found[0].decode("utf-8", "replace")
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        self.emit(
+            line,
+            "special_token_text",
+            f"The text contains the special token {first!r}{more}.",
         )
 
     def _check_unknown_keys(self, line: int, example: dict[str, Any], allowed: frozenset[str]):
@@ -360,7 +389,7 @@ class ChunkScanner:
             if type(message) is dict and len(message) == 2:
                 role = message.get("role")
                 content = message.get("content")
-                if type(content) is str and content and role in _PLAIN_ROLES:
+                if type(content) is str and content and type(role) is str and role in _PLAIN_ROLES:
                     texts.append(content)
                     content_tokens = count(content)
                     tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
@@ -385,7 +414,9 @@ class ChunkScanner:
                 suggestion = (
                     'Use "system" for developer instructions.' if role == "developer" else None
                 )
-                self.emit(line, "unrecognized_role", f"{label} has role {role!r}.", suggestion)
+                self.emit(
+                    line, "unrecognized_role", f"{label} has role {_shown(role)}.", suggestion
+                )
             elif not message.keys() <= allowed:
                 extra = ", ".join(sorted(set(message) - allowed))
                 self.emit(line, "message_unrecognized_key", f"{label} ({role}) has key(s) {extra}.")
@@ -419,7 +450,7 @@ class ChunkScanner:
                 has_assistant = True
                 weight = message.get("weight", 1)
                 if type(weight) is not int or weight not in (0, 1):
-                    self.emit(line, "invalid_weight", f"{label} has weight {weight!r}.")
+                    self.emit(line, "invalid_weight", f"{label} has weight {_shown(weight)}.")
                 elif weight == 1:
                     trainable = True
                 if tool_calls is not None:
@@ -430,10 +461,10 @@ class ChunkScanner:
                     self.emit(
                         line,
                         "tool_call_id_mismatch",
-                        f"{label} answers tool_call_id {call_id!r}, which no earlier "
+                        f"{label} answers tool_call_id {_shown(call_id)}, which no earlier "
                         "assistant message called.",
                     )
-            if type(content) is str and len(message) == 2:
+            if type(content) is str and len(message) == 2 and type(role) is str:
                 # The common {role, content} message, without the generic walk over keys.
                 content_tokens = count(content)
                 tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
@@ -449,15 +480,21 @@ class ChunkScanner:
     def _check_content_parts(
         self, line: int, label: str, role: Any, parts: list[Any], texts: list[str]
     ) -> None:
-        allowed = fmt.CONTENT_PART_TYPES_BY_ROLE.get(role, fmt.DEFAULT_CONTENT_PART_TYPES)
+        allowed = (
+            fmt.CONTENT_PART_TYPES_BY_ROLE.get(role, fmt.DEFAULT_CONTENT_PART_TYPES)
+            if type(role) is str
+            else fmt.DEFAULT_CONTENT_PART_TYPES
+        )
         if not parts:
             self.emit(line, "missing_content", f"{label} has an empty content list.")
             return
         for part in parts:
-            if type(part) is not dict or part.get("type") not in allowed:
-                kind = part.get("type") if type(part) is dict else type(part).__name__
+            kind = part.get("type") if type(part) is dict else type(part).__name__
+            if type(part) is not dict or type(kind) is not str or kind not in allowed:
                 self.emit(
-                    line, "invalid_content_type", f"{label} has a content part of type {kind!r}."
+                    line,
+                    "invalid_content_type",
+                    f"{label} has a content part of type {_shown(kind)}.",
                 )
                 return
             if part["type"] == "text":
@@ -510,7 +547,9 @@ class ChunkScanner:
             self.emit(line, "deprecated_functions", "The example uses the deprecated functions.")
         parallel = container.get("parallel_tool_calls")
         if parallel is not None and type(parallel) is not bool:
-            self.emit(line, "invalid_parallel_tool_calls", f"parallel_tool_calls is {parallel!r}.")
+            self.emit(
+                line, "invalid_parallel_tool_calls", f"parallel_tool_calls is {_shown(parallel)}."
+            )
         if tools is None:
             return 0
         declared: set[str] = set()
@@ -559,7 +598,7 @@ class ChunkScanner:
                 self.emit(
                     line,
                     "last_message_not_assistant",
-                    f"The last message has role {last.get('role')!r}.",
+                    f"The last message has role {_shown(last.get('role'))}.",
                 )
         if not has_system:
             self.emit(line, "no_system_message", "The example has no system message.")
@@ -581,7 +620,7 @@ class ChunkScanner:
         n_messages = 0
         source = example.get("input")
         messages = source.get("messages") if type(source) is dict else None
-        if type(messages) is not list or not messages:
+        if type(source) is not dict or type(messages) is not list or not messages:
             self.emit(line, "dpo_invalid_input", "input.messages is missing, empty or not a list.")
         else:
             self._check_unknown_keys(line, source, fmt.DPO_INPUT_KEYS)
@@ -595,7 +634,7 @@ class ChunkScanner:
                 self.emit(
                     line,
                     "dpo_input_last_not_user",
-                    f"input.messages ends with role {last.get('role')!r}.",
+                    f"input.messages ends with role {_shown(last.get('role'))}.",
                 )
         assistant_tokens = 0
         outputs = []

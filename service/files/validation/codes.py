@@ -75,6 +75,11 @@ CODES: dict[str, CodeInfo] = {
     "tool_call_id_mismatch": CodeInfo(
         E, "A tool message's tool_call_id must match a preceding assistant tool call's id."
     ),
+    "special_token_text": CodeInfo(
+        W,
+        "Remove or escape special-token text such as <|endoftext|> or <|im_start|>; a local "
+        "model's tokenizer turns it into control tokens that end turns mid-reply.",
+    ),
     # Tokens.
     "too_long": CodeInfo(
         W, "Shorten or split the example; tokens beyond the model's context are truncated."

@@ -7,7 +7,7 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -389,7 +389,12 @@ def distribution(histogram: Counter[int]) -> Distribution:
     )
 
 
-def _scan_config(settings: ValidationSettings, encoding: str, context_limit: int) -> ScanConfig:
+def _scan_config(
+    settings: ValidationSettings,
+    encoding: str,
+    context_limit: int,
+    special_tokens: Sequence[str] = (),
+) -> ScanConfig:
     return ScanConfig(
         encoding=encoding,
         context_limit=context_limit,
@@ -399,6 +404,7 @@ def _scan_config(settings: ValidationSettings, encoding: str, context_limit: int
         near_min_chars=settings.near_duplicate_min_chars,
         legacy_long_chars=settings.legacy_long_example_chars,
         token_cache_size=settings.token_cache_size,
+        special_tokens=tuple(special_tokens),
     )
 
 
@@ -417,8 +423,12 @@ def validate_file(
     settings: ValidationSettings | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    special_tokens: Sequence[str] = (),
 ) -> Report:
-    """Pre-flight checks, token statistics and a cost estimate for one training file."""
+    """Pre-flight checks, token statistics and a cost estimate for one training file.
+
+    ``special_tokens``: a local base model's own special tokens, flagged in content beside
+    every ``<|name|>`` (see special_tokens.configured_special_tokens)."""
     started = time.perf_counter()
     settings = settings or ValidationSettings()
     model = model or settings.default_model
@@ -426,7 +436,7 @@ def validate_file(
     path = Path(path)
     encoding = encoding_for_model(model)
     context_limit = context_limit_for(model, settings)
-    config = _scan_config(settings, encoding, context_limit)
+    config = _scan_config(settings, encoding, context_limit, special_tokens)
 
     exact_index = HashIndex(settings.dedup_capacity)
     near_index = HashIndex(settings.dedup_capacity)
