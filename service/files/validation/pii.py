@@ -83,8 +83,8 @@ def find_pii(text: str, encoded: bytes | None = None) -> Iterator[tuple[str, str
         if match:
             yield "pii_api_key", _redact(match.group())
     found_card = found_phone = False
-    for digits in _DIGIT_RUN.finditer(encoded.translate(_DIGIT_MAP)):
-        start, end = digits.span()
+    for run in _DIGIT_RUN.finditer(encoded.translate(_DIGIT_MAP)):
+        start, end = run.span()
         # A longer run of letters/digits around it is an id or a hash, not a number.
         if start and encoded[start - 1 : start].isalnum():
             continue
