@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import Operator
 from api.pagination import page
 from service.db import session_scope
+from service.files import quota as file_quota
+from service.jobs import quota as job_quota
 from service.tenants import limits
 from service.tenants import service as tenants
 
@@ -41,10 +43,19 @@ class CreateTeamKeyInput(BaseModel):
     role: Literal["admin", "member", "viewer"] = "admin"
 
 
+def _usage(session: Any, team_id: str) -> dict[str, int]:
+    files = file_quota.usage(session, team_id)
+    return {
+        "files": files.files,
+        "stored_bytes": files.stored_bytes,
+        "active_jobs": job_quota.active_jobs(session, team_id),
+    }
+
+
 def _team(session: Any, team_id: str) -> dict[str, Any]:
     return {
         **tenants.team_object(tenants.get_team(session, team_id)),
-        "limits": limits.limits_object(session, team_id),
+        "limits": limits.limits_object(session, team_id, _usage(session, team_id)),
     }
 
 

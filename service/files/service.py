@@ -6,16 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.db import after_commit, utcnow
 from service.dispatch import enqueue
 from service.errors import InvalidRequest, NotFound
+from service.files import quota
 from service.files.models import File
 from service.files.storage import StagedUpload, get_storage
-from service.tenants import audit, limits
+from service.pagination import keyset_page
+from service.tenants import audit
 
 FINE_TUNE = "fine-tune"
 FINE_TUNE_RESULTS = "fine-tune-results"
@@ -56,7 +57,7 @@ def create_file(
     storage = get_storage()
     try:
         _check_upload(filename, purpose, staged)
-        limits.check_file_create(session, team_id, staged.size)
+        quota.check_file_create(session, team_id, staged.size)
         file_id = ids.file_id()
         key = f"{team_id}/{file_id}.jsonl"
         storage.commit(staged, key)
@@ -146,20 +147,20 @@ def list_files(
     after: str | None = None,
     order: str = "desc",
 ) -> tuple[list[File], bool]:
-    query = select(File).where(File.team_id == team_id, File.deleted_at.is_(None))  # type: ignore[union-attr]
+    scope = [col(File.team_id) == team_id, col(File.deleted_at).is_(None)]
+    query = select(File).where(*scope)
     if purpose:
-        query = query.where(File.purpose == purpose)
-    descending = order != "asc"
-    if after:
-        anchor = get_file(session, team_id, after)
-        cmp = sa.tuple_(File.created_at, File.id)
-        bound = sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
-        query = query.where(cmp < bound if descending else cmp > bound)
-    ordering = (
-        (File.created_at.desc(), File.id.desc()) if descending else (File.created_at, File.id)
-    )  # type: ignore[attr-defined]
-    rows = list(session.exec(query.order_by(*ordering).limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+        query = query.where(col(File.purpose) == purpose)
+    return keyset_page(
+        session,
+        query,
+        after=after,
+        limit=limit,
+        id_column=col(File.id),
+        order=(col(File.created_at), col(File.id)),
+        scope=scope,
+        descending=order != "asc",
+    )
 
 
 def delete_file(session: Session, team_id: str, file_id: str) -> File:

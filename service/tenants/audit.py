@@ -14,13 +14,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 import structlog
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
-from service.errors import InvalidRequest
 from service.logging import redact_value
+from service.pagination import keyset_page
 from service.tenants.keys import DISPLAY_LENGTH
 from service.tenants.models import AuditEvent
 
@@ -128,15 +127,16 @@ def list_events(
         query = query.where(AuditEvent.created_at >= filters.since)
     if filters.until:
         query = query.where(AuditEvent.created_at < filters.until)
-    if after:
-        anchor = session.exec(
-            select(AuditEvent.pk).where(AuditEvent.id == after, AuditEvent.team_id == team_id)
-        ).first()
-        if anchor is None:
-            raise InvalidRequest(f"No audit event '{after}' to page after.", param="after")
-        query = query.where(AuditEvent.pk < anchor)  # type: ignore[operator]
-    rows = list(session.exec(query.order_by(sa.desc(AuditEvent.pk)).limit(limit + 1)))  # type: ignore[arg-type]
-    return rows[:limit], len(rows) > limit
+    scope = [col(AuditEvent.team_id) == team_id]
+    return keyset_page(
+        session,
+        query,
+        after=after,
+        limit=limit,
+        id_column=col(AuditEvent.id),
+        order=(col(AuditEvent.pk),),
+        scope=scope,
+    )
 
 
 def event_object(event: AuditEvent) -> dict[str, Any]:

@@ -1,12 +1,11 @@
 """Per-team quotas: active jobs, stored bytes and file count (reliability.md B3.3, API4).
 
-Checks run inside the transaction that creates the file or job, after taking the team's
-row lock, so two concurrent creates cannot both slip under the limit (on SQLite the
-single writer serialises them anyway). Answers:
-
-- active jobs over the limit: 429 ``quota_exceeded`` (clears when a job finishes);
-- stored bytes over the limit: 413 ``storage_quota_exceeded`` (this upload does not fit);
-- file count over the limit: 429 ``quota_exceeded`` (clears when files are deleted).
+This module owns the limits — deployment defaults, per-team overrides, the team row lock
+that serialises creates — and nothing that is counted against them: files are counted in
+``service.files.quota``, jobs in ``service.jobs.quota``, each next to its own table, so
+tenants imports neither domain. Those checks run inside the transaction that creates the
+file or job, after ``lock_team``, so two concurrent creates cannot both slip under the
+limit (on SQLite the single writer serialises them anyway).
 """
 
 from __future__ import annotations
@@ -14,14 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from service.config import LimitSettings, get_settings
 from service.db import utcnow
-from service.errors import InvalidRequest, PayloadTooLarge, RateLimited
-from service.files.models import File
-from service.jobs.models import TERMINAL_STATUSES, FineTuningJob
+from service.errors import InvalidRequest
 from service.tenants import audit
 from service.tenants.models import Team, TeamLimits
 
@@ -52,59 +48,6 @@ def lock_team(session: Session, team_id: str) -> None:
     session.exec(select(Team.id).where(Team.id == team_id).with_for_update(key_share=True)).first()
 
 
-def usage(session: Session, team_id: str) -> dict[str, int]:
-    files_row = session.exec(
-        select(sa.func.count(), sa.func.coalesce(sa.func.sum(File.bytes), 0)).where(
-            File.team_id == team_id,
-            File.deleted_at.is_(None),  # type: ignore[union-attr]
-        )
-    ).one()
-    active_jobs = session.exec(
-        select(sa.func.count()).where(
-            FineTuningJob.team_id == team_id,
-            FineTuningJob.status.not_in(list(TERMINAL_STATUSES)),  # type: ignore[attr-defined]
-        )
-    ).one()
-    return {
-        "files": int(files_row[0]),
-        "stored_bytes": int(files_row[1]),
-        "active_jobs": int(active_jobs),
-    }
-
-
-def check_file_create(session: Session, team_id: str, size: int) -> None:
-    """Refuse a new file of ``size`` bytes that would exceed the team's storage quotas."""
-    lock_team(session, team_id)
-    limits = effective_limits(session, team_id)
-    current = usage(session, team_id)
-    if current["files"] + 1 > limits.max_files:
-        raise RateLimited(
-            f"File quota exceeded: your team has {current['files']} files and may keep "
-            f"{limits.max_files}. Delete files to upload more.",
-            code="quota_exceeded",
-        )
-    if current["stored_bytes"] + size > limits.max_stored_bytes:
-        raise PayloadTooLarge(
-            f"Storage quota exceeded: your team stores {current['stored_bytes']} bytes; this "
-            f"file ({size} bytes) would exceed the team's {limits.max_stored_bytes} bytes.",
-            param="file",
-            code="storage_quota_exceeded",
-        )
-
-
-def check_job_create(session: Session, team_id: str) -> None:
-    """Refuse a new job while the team already has its maximum of active jobs."""
-    lock_team(session, team_id)
-    limits = effective_limits(session, team_id)
-    active = usage(session, team_id)["active_jobs"]
-    if active + 1 > limits.max_active_jobs:
-        raise RateLimited(
-            f"Active job quota exceeded: your team has {active} active fine-tuning jobs and "
-            f"may run {limits.max_active_jobs} at once. Wait for one to finish or cancel one.",
-            code="quota_exceeded",
-        )
-
-
 def set_overrides(session: Session, team_id: str, changes: dict[str, int | None]) -> TeamLimits:
     """Set (int) or clear (None) a team's overrides; fields not in ``changes`` stay."""
     unknown = set(changes) - set(LIMIT_FIELDS)
@@ -122,7 +65,9 @@ def set_overrides(session: Session, team_id: str, changes: dict[str, int | None]
     return row
 
 
-def limits_object(session: Session, team_id: str) -> dict[str, Any]:
+def limits_object(session: Session, team_id: str, usage: dict[str, int]) -> dict[str, Any]:
+    """The effective limits, the overrides that set them and ``usage`` (counted by the
+    domains that own what is counted)."""
     limits = effective_limits(session, team_id)
     override = session.get(TeamLimits, team_id)
     return {
@@ -135,5 +80,5 @@ def limits_object(session: Session, team_id: str) -> dict[str, Any]:
         }
         if override
         else {},
-        "usage": usage(session, team_id),
+        "usage": usage,
     }

@@ -14,6 +14,7 @@ from service import ids
 from service.config import get_settings
 from service.db import utcnow
 from service.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, Unauthenticated
+from service.pagination import keyset_page
 from service.tenants import audit, keys
 from service.tenants.models import PLATFORM_TEAM_NAME, ApiKey, ApiKeyAddress, Role, Team
 
@@ -128,7 +129,9 @@ def authenticate(session: Session, token: str | None) -> Principal:
     if api_key.revoked_at is not None and api_key.revoked_at <= now:
         raise Unauthenticated("This API key has been revoked.", code="revoked_api_key")
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(sa.update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
+        session.execute(
+            sa.update(ApiKey).where(col(ApiKey.id) == api_key.id).values(last_used_at=now)
+        )
     principal = Principal(team_id=api_key.team_id, key_id=api_key.id, role=Role(api_key.role))
     _note_address(session, principal)
     return principal
@@ -189,18 +192,16 @@ def _key_query(team_id: str, key_id: str) -> Any:
 def list_keys(
     session: Session, team_id: str, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[ApiKey], bool]:
-    query = select(ApiKey).where(ApiKey.team_id == team_id)
-    if after:
-        anchor = session.exec(_key_query(team_id, after)).first()
-        if anchor is None:
-            raise NotFound(f"No API key with id '{after}'.", param="after")
-        query = query.where(
-            sa.tuple_(col(ApiKey.created_at), col(ApiKey.id))
-            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
-        )
-    ordered = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc())  # type: ignore[attr-defined]
-    rows = list(session.exec(ordered.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    scope = [col(ApiKey.team_id) == team_id]
+    return keyset_page(
+        session,
+        select(ApiKey).where(*scope),
+        after=after,
+        limit=limit,
+        id_column=col(ApiKey.id),
+        order=(col(ApiKey.created_at), col(ApiKey.id)),
+        scope=scope,
+    )
 
 
 def get_key(session: Session, team_id: str, key_id: str) -> ApiKey:
@@ -283,18 +284,16 @@ def create_operator_key(session: Session, name: str = "") -> tuple[ApiKey, str]:
 def list_teams(
     session: Session, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[Team], bool]:
-    query = select(Team).where(Team.name != PLATFORM_TEAM_NAME)
-    if after:
-        anchor = session.get(Team, after)
-        if anchor is None:
-            raise NotFound(f"No team '{after}'.", param="after")
-        query = query.where(
-            sa.tuple_(col(Team.created_at), col(Team.id))
-            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
-        )
-    ordered = query.order_by(Team.created_at.desc(), Team.id.desc())  # type: ignore[attr-defined]
-    rows = list(session.exec(ordered.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    scope = [col(Team.name) != PLATFORM_TEAM_NAME]
+    return keyset_page(
+        session,
+        select(Team).where(*scope),
+        after=after,
+        limit=limit,
+        id_column=col(Team.id),
+        order=(col(Team.created_at), col(Team.id)),
+        scope=scope,
+    )
 
 
 def get_team(session: Session, team_id: str) -> Team:

@@ -1,11 +1,16 @@
 """The transactional outbox: one row per domain event, written in the same transaction as
 the state change that caused it. Webhook delivery reads from here, so a crash between the
 commit and a publish loses nothing.
+
+An event type outside the catalogue (``service.webhooks.events.EventType``) or data that is
+not plain JSON is refused here, when the row is written, so the mistake fails the caller's
+transaction instead of being found (and dropped) at fan-out.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +19,7 @@ from sqlmodel import Field, Session, SQLModel
 from service import ids
 from service.db import utcnow
 from service.dbtypes import json_column
+from service.webhooks.events import checked_event_type
 
 
 class OutboxEvent(SQLModel, table=True):
@@ -43,11 +49,19 @@ def record_event(
     sequence: int,
     data: dict[str, Any],
 ) -> OutboxEvent:
-    """Add an outbox row to the caller's transaction (committed with the state change)."""
+    """Add an outbox row to the caller's transaction (committed with the state change).
+
+    Raises UnknownEventType (a ValueError) for a type not in the catalogue, and ValueError
+    for data that JSON cannot carry (NaN, infinities, objects)."""
+    checked = checked_event_type(event_type)
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{checked} event data is not plain JSON: {exc}") from exc
     event = OutboxEvent(
         id=ids.outbox_id(),
         team_id=team_id,
-        event_type=event_type,
+        event_type=checked.value,
         object_id=object_id,
         sequence=sequence,
         payload=data,

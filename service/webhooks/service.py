@@ -19,6 +19,7 @@ from service.config import get_settings
 from service.crypto import decrypt, encrypt
 from service.db import utcnow
 from service.errors import Conflict, InvalidRequest, NotFound
+from service.pagination import keyset_page
 from service.webhooks import events
 from service.webhooks.delivery import claim_due, new_delivery
 from service.webhooks.models import (
@@ -48,7 +49,9 @@ def _check_url(url: str) -> str:
     try:
         validate_webhook_url(url, get_settings().webhooks)
     except UnsafeWebhookURL as exc:
-        raise UnsafeURL(f"This webhook URL is not allowed: {exc.reason}.", param="url") from None
+        hint = f" ({exc.hint})" if exc.hint else ""
+        message = f"This webhook URL is not allowed: {exc.reason}{hint}."
+        raise UnsafeURL(message, param="url") from None
     return url
 
 
@@ -113,29 +116,19 @@ def get_endpoint(
     return endpoint
 
 
-def _page_after(
-    session: Session, model: Any, after: str | None, scope: sa.ColumnElement[bool]
-) -> sa.ColumnElement[bool] | None:
-    if after is None:
-        return None
-    pk = session.exec(select(model.pk).where(model.id == after, scope)).first()
-    if pk is None:
-        raise NotFound(f"No such object: {after}", param="after")
-    return model.pk < pk  # type: ignore[no-any-return]
-
-
 def _page(
     session: Session, model: Any, scope: sa.ColumnElement[bool], after: str | None, limit: int
 ) -> tuple[list[Any], bool]:
-    """Newest first, cursor = the last id seen (OpenAI's ``after``)."""
-    conditions = [scope]
-    cursor = _page_after(session, model, after, scope)
-    if cursor is not None:
-        conditions.append(cursor)
-    rows = list(
-        session.exec(select(model).where(*conditions).order_by(model.pk.desc()).limit(limit + 1))
+    """Newest first by insertion order, cursor = the last id seen (OpenAI's ``after``)."""
+    return keyset_page(
+        session,
+        select(model).where(scope),
+        after=after,
+        limit=limit,
+        id_column=model.id,
+        order=(model.pk,),
+        scope=[scope],
     )
-    return rows[:limit], len(rows) > limit
 
 
 def list_endpoints(

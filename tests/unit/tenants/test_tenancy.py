@@ -14,6 +14,7 @@ from service import crypto
 from service.config import get_settings, reset_settings_cache
 from service.db import session_scope, utcnow
 from service.errors import InvalidRequest, PayloadTooLarge, RateLimited, Unauthenticated
+from service.files import quota
 from service.providers import credentials, registry
 from service.providers.azure_provider import AzureCredentials, AzureOpenAIProvider
 from service.tenants import audit, limits, ratelimit
@@ -58,7 +59,7 @@ class TestQuotas:
             effective = limits.effective_limits(session, team_id)
             assert (effective.max_files, effective.max_active_jobs) == (0, 3)
             with pytest.raises(RateLimited) as caught:
-                limits.check_file_create(session, team_id, 10)
+                quota.check_file_create(session, team_id, 10)
             assert caught.value.code == "quota_exceeded" and "may keep 0" in caught.value.message
             limits.set_overrides(session, team_id, {"max_files": None})
         with session_scope() as session:
@@ -71,9 +72,9 @@ class TestQuotas:
         with session_scope() as session:
             limits.set_overrides(session, team_id, {"max_stored_bytes": 100})
         with session_scope() as session:
-            limits.check_file_create(session, team_id, 100)
+            quota.check_file_create(session, team_id, 100)
             with pytest.raises(PayloadTooLarge) as caught:
-                limits.check_file_create(session, team_id, 101)
+                quota.check_file_create(session, team_id, 101)
         assert caught.value.status_code == 413 and "101 bytes" in caught.value.message
         assert "100 bytes" in caught.value.message
 
