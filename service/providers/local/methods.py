@@ -5,15 +5,17 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
-from service.providers.local.spec import FreezeMethod, FullMethod, LoraMethod
+from service.providers.local.spec import DpoMethod, FreezeMethod, FullMethod, LoraMethod
 
 
 class MethodError(ValueError):
     """The method cannot be applied to this model (unknown module names, nothing to train)."""
 
 
-def apply_method(model: Any, method: FullMethod | FreezeMethod | LoraMethod) -> Any:
+def apply_method(model: Any, method: FullMethod | FreezeMethod | LoraMethod | DpoMethod) -> Any:
     """Return the model to train (a peft wrapper for LoRA) with requires_grad set."""
+    if isinstance(method, DpoMethod):
+        return apply_method(model, method.lora or FullMethod())
     if isinstance(method, FullMethod):
         for parameter in model.parameters():
             parameter.requires_grad_(True)

@@ -7,6 +7,7 @@ Set through the environment with the nested delimiter, e.g. ``FTQ_LOCAL__TORCH_T
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,12 +41,37 @@ class LocalTrainingSettings(BaseModel):
     learning_rate_freeze: float = Field(default=3e-3, gt=0)
     learning_rate_lora: float = Field(default=3e-3, gt=0)
 
+    # Processes one job may ask for (``resources.processes``): torchrun ranks on this worker,
+    # one per device on GPU hosts. 1 keeps every job in the worker's own process.
+    max_processes: int = Field(default=1, ge=1, le=64)
+    # How several processes share the model: DDP replicates it (the default), FSDP shards it
+    # (for a model that does not fit one device); "auto" picks FSDP when the weights and
+    # optimizer state would not fit the device's memory.
+    distributed_strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    # Recompute activations in the backward pass: less memory, about a third more compute.
+    gradient_checkpointing: bool = False
+    # Pack each batch's examples into fewer rows (no padding between them; attention kept
+    # within each example). Used only where a probe shows it leaves the loss unchanged.
+    packing: bool = True
+    learning_rate_dpo: float = Field(default=5e-4, gt=0)
+
     inference_cache_size: int = Field(default=2, ge=1)
+    # "builtin": ftq's inference server (`ftq inference`). "vllm": LoRA adapters are served by
+    # a vLLM OpenAI-compatible server started with --enable-lora and runtime LoRA updating;
+    # full fine-tunes still go to the built-in server.
+    inference_backend: Literal["builtin", "vllm"] = "builtin"
+    vllm_url: str = "http://127.0.0.1:8000/v1"
+    # Adapters kept loaded in vLLM; past this the least recently used is unloaded. Keep it
+    # at or below vLLM's --max-loras x a few (vLLM swaps loaded adapters into GPU slots).
+    vllm_max_loaded_adapters: int = Field(default=8, ge=1)
+    # Where the vLLM host mounts ftq's data folder, when its path differs there.
+    vllm_data_dir: Path | None = None
 
     def base_learning_rate(self, method_type: str) -> float:
         rates = {
             "full": self.learning_rate_full,
             "freeze": self.learning_rate_freeze,
             "lora": self.learning_rate_lora,
+            "dpo": self.learning_rate_dpo,
         }
         return rates[method_type]

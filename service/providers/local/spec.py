@@ -1,16 +1,19 @@
-"""What a local training run does: the method, the hyperparameters, where it writes.
+"""What a local training run does: the method, the hyperparameters, where it writes, and on
+how many processes.
 
 The method is ftq's extension of OpenAI's ``method`` object; hyperparameters keep their OpenAI
-meaning, ``"auto"`` included (resolved against the number of training examples).
+meaning, ``"auto"`` included (resolved against the number of training examples). OpenAI's
+``dpo`` method is accepted as is (full fine-tuning) or with a ``lora`` section (adapters).
+Everything here is pure: the API imports it to check a request before anything is queued.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from service.providers.local.settings import LocalTrainingSettings
 
@@ -70,12 +73,51 @@ class LoraMethod(_Frozen):
         return value
 
 
-TrainingMethod = Annotated[FullMethod | FreezeMethod | LoraMethod, Field(discriminator="type")]
+class DpoMethod(_Frozen):
+    """Direct Preference Optimization on preference pairs (OpenAI's ``dpo`` method).
+
+    The reference model is the base model: its log-probabilities of both answers are computed
+    once before training. ``beta`` scales the implicit reward (higher: stay closer to the
+    reference). ``sft_weight`` adds the negative log-likelihood of the preferred answer
+    (TRL's ``rpo_alpha``), which keeps the preferred answer likely in absolute terms and not
+    only relative to the rejected one. With ``lora`` only adapters train.
+    """
+
+    type: Literal["dpo"] = "dpo"
+    beta: float = Field(default=0.1, gt=0, le=2)
+    sft_weight: float = Field(default=0.0, ge=0, le=10)
+    lora: LoraMethod | None = None
+
+    @property
+    def rate_key(self) -> str:
+        return "lora" if self.lora is not None else "dpo"
+
+
+TrainingMethod = Annotated[
+    FullMethod | FreezeMethod | LoraMethod | DpoMethod, Field(discriminator="type")
+]
 TRAINING_METHOD = TypeAdapter(TrainingMethod)
-MethodType = Literal["full", "freeze", "lora"]
+MethodType = Literal["full", "freeze", "lora", "dpo"]
 
 # Used when a spec names no base learning rate; same values as LocalTrainingSettings.
-DEFAULT_LEARNING_RATES: dict[str, float] = {"full": 1e-3, "freeze": 3e-3, "lora": 3e-3}
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "full": 1e-3,
+    "freeze": 3e-3,
+    "lora": 3e-3,
+    "dpo": 5e-4,
+}
+
+
+def rate_key(method: FullMethod | FreezeMethod | LoraMethod | DpoMethod) -> str:
+    """Which per-method base learning rate applies (LoRA-DPO trains adapters: LoRA's)."""
+    return method.rate_key if isinstance(method, DpoMethod) else method.type
+
+
+def trains_adapter(method: FullMethod | FreezeMethod | LoraMethod | DpoMethod) -> bool:
+    """Whether the run's result is a LoRA adapter (else a complete model)."""
+    return isinstance(method, LoraMethod) or (
+        isinstance(method, DpoMethod) and method.lora is not None
+    )
 
 
 class ResolvedHyperparameters(_Frozen):
@@ -164,12 +206,18 @@ class TrainingSpec(_Frozen):
     log_every_steps: int = Field(default=1, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     device: str = "auto"
+    # > 1: torchrun launches this many ranks (see distributed.py); the global batch stays
+    # ``batch_size``, split across ranks, so the loss curve does not depend on it.
+    processes: int = Field(default=1, ge=1, le=64)
+    distributed_strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    gradient_checkpointing: bool = False
+    packing: bool = True
 
     @property
     def learning_rate_base(self) -> float:
         if self.base_learning_rate is not None:
             return self.base_learning_rate
-        return DEFAULT_LEARNING_RATES[self.method.type]
+        return DEFAULT_LEARNING_RATES[rate_key(self.method)]
 
     @classmethod
     def from_settings(
@@ -177,12 +225,19 @@ class TrainingSpec(_Frozen):
         settings: LocalTrainingSettings,
         *,
         base_model_path: Path,
-        method: FullMethod | FreezeMethod | LoraMethod,
+        method: FullMethod | FreezeMethod | LoraMethod | DpoMethod,
         hyperparameters: Hyperparameters,
         seed: int,
         output_dir: Path,
+        processes: int = 1,
     ) -> TrainingSpec:
-        """A spec whose run options (threads, cadences, rates, device) come from settings."""
+        """A spec whose run options (threads, cadences, rates, device, distribution) come from
+        settings; ``processes`` from the job's ``resources`` (see ``check_resources``)."""
+        if processes > settings.max_processes:
+            raise ValueError(
+                f"resources.processes={processes} exceeds this worker's limit "
+                f"({settings.max_processes})"
+            )
         return cls(
             base_model_path=base_model_path,
             method=method,
@@ -190,15 +245,90 @@ class TrainingSpec(_Frozen):
             seed=seed,
             output_dir=output_dir,
             max_seq_len=settings.max_seq_len,
-            base_learning_rate=settings.base_learning_rate(method.type),
+            base_learning_rate=settings.base_learning_rate(rate_key(method)),
             checkpoint_every_steps=settings.checkpoint_every_steps,
             keep_checkpoints=settings.keep_checkpoints,
             eval_every_steps=settings.eval_every_steps,
             log_every_steps=settings.log_every_steps,
             torch_threads=settings.torch_threads,
             device=settings.device,
+            processes=processes,
+            distributed_strategy=settings.distributed_strategy,
+            gradient_checkpointing=settings.gradient_checkpointing,
+            packing=settings.packing,
         )
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(n_examples / batch_size))
+
+
+# Job requests -> spec parts (pure; the API and the job runner both call these) ---------------
+LOCAL_METHODS = ("full", "freeze", "lora", "dpo", "supervised")
+
+
+def method_from_job(
+    method: dict[str, Any] | None, hyperparameters: dict[str, Any] | None
+) -> tuple[TrainingMethod, Hyperparameters]:
+    """The trainer's method and hyperparameters for a job's stored ``method``.
+
+    ``supervised`` (OpenAI's default) means full fine-tuning. ``dpo`` takes OpenAI's DPO
+    hyperparameters (``beta``, ``"auto"`` = 0.1) plus ftq's ``sft_weight`` and an optional
+    ``lora`` section (adapters instead of full fine-tuning). Raises ValueError with a message
+    for the caller to show (pydantic's ValidationError is one).
+    """
+    method = method or {"type": "supervised"}
+    kind = method.get("type", "supervised")
+    if kind not in LOCAL_METHODS:
+        raise ValueError(
+            f"method '{kind}' is not supported (use full, freeze, lora, dpo or supervised)"
+        )
+    section = dict(method.get(kind) or {})
+    hyper = dict(section.pop("hyperparameters", None) or hyperparameters or {})
+    hyper = {k: v for k, v in hyper.items() if v is not None}
+    if kind == "supervised":
+        kind, section = "full", {}
+    if kind == "dpo":
+        beta = hyper.pop("beta", "auto")
+        if beta != "auto":
+            section["beta"] = beta
+        if "sft_weight" in hyper:
+            section.setdefault("sft_weight", hyper.pop("sft_weight"))
+        if section.get("lora") is not None:
+            section["lora"] = {"type": "lora", **dict(section["lora"])}
+    spec_method = TRAINING_METHOD.validate_python({"type": kind, **section})
+    return spec_method, Hyperparameters(**hyper)
+
+
+def check_resources(resources: dict[str, Any] | None, settings: LocalTrainingSettings) -> int:
+    """The number of processes a job's ``resources`` asks for, checked against the worker
+    limit (``FTQ_LOCAL__MAX_PROCESSES``). Raises ValueError with a message for a 400."""
+    if resources is None:
+        return 1
+    if not isinstance(resources, dict):
+        raise ValueError('resources must be an object such as {"processes": 2}')
+    unknown = sorted(set(resources) - {"processes"})
+    if unknown:
+        raise ValueError(f"unknown resources field(s): {', '.join(unknown)} (known: processes)")
+    processes = resources.get("processes", 1)
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError("resources.processes must be a positive integer")
+    if processes > settings.max_processes:
+        raise ValueError(
+            f"resources.processes={processes} exceeds the limit of this deployment's training "
+            f"workers ({settings.max_processes}; FTQ_LOCAL__MAX_PROCESSES)"
+        )
+    return processes
+
+
+__all__ = [
+    "DpoMethod",
+    "FreezeMethod",
+    "FullMethod",
+    "Hyperparameters",
+    "LoraMethod",
+    "TrainingSpec",
+    "ValidationError",
+    "check_resources",
+    "method_from_job",
+]

@@ -1,13 +1,21 @@
-"""The local training loop: a plain PyTorch loop with step-level control.
+"""The local training loop: a plain PyTorch loop with step-level control, on one process or
+on each rank of a torchrun launch.
 
 Not HF Trainer: cancellation must be honoured before every step, every checkpoint must be
 resumable bit-for-bit after a SIGKILL, and events go to ftq's callbacks, not to a logger.
+
+The rule for several processes: the global batch is the spec's ``batch_size`` whatever the
+number of ranks; each rank takes its share of it, and each rank's loss is divided by the
+*global* count of scored tokens (pairs for DPO), so the averaged gradient — and the loss curve —
+equal the single-process run's up to floating-point order. Rank 0 alone writes checkpoints
+(the single-process format) and ``final/``; every rank can resume from them.
 
 Layout under ``spec.output_dir``::
 
     checkpoints/step-00000100/   resumable checkpoints (newest few kept)
     final/                       the fine-tuned model (full/freeze) or adapter (lora),
                                  its tokenizer, ftq_model.json and result.json
+    run/                         a multi-process run's launch file, events and cancel flag
 """
 
 from __future__ import annotations
@@ -17,12 +25,21 @@ import math
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from service.providers.local import checkpoints as ckpt
-from service.providers.local.data import IGNORE_INDEX, Dataset, collate, load_dataset
+from service.providers.local.batching import Batch, pack, pad, token_loss_sum
+from service.providers.local.contract import (
+    TrainingCallbacks,
+    TrainingCancelled,
+    TrainingProcessFailed,
+    TrainingResult,
+)
+from service.providers.local.data import IGNORE_INDEX, Dataset, Example, load_dataset
 from service.providers.local.methods import apply_method, count_parameters
 from service.providers.local.models import (
     MODEL_INFO_FILE,
@@ -34,68 +51,30 @@ from service.providers.local.models import (
     resolve_base_model,
     resolve_device,
 )
-from service.providers.local.spec import ResolvedHyperparameters, TrainingSpec, steps_per_epoch
+from service.providers.local.spec import (
+    DpoMethod,
+    ResolvedHyperparameters,
+    TrainingSpec,
+    steps_per_epoch,
+    trains_adapter,
+)
+
+log = structlog.get_logger(__name__)
 
 RESULT_FILE = "result.json"
+# Packed and padded losses of the probe batch may differ by float order only.
+PACKING_TOLERANCE = 1e-4
 
 __all__ = [
     "MODEL_INFO_FILE",
     "TrainingCallbacks",
     "TrainingCancelled",
+    "TrainingProcessFailed",
     "TrainingResult",
     "UnknownBaseModel",
     "resolve_base_model",
     "train",
 ]
-
-
-class TrainingCancelled(Exception):
-    """``callbacks.should_cancel()`` returned True; raised before the next step runs."""
-
-    def __init__(self, completed_steps: int) -> None:
-        self.completed_steps = completed_steps
-        super().__init__(f"training cancelled after {completed_steps} steps")
-
-
-class TrainingCallbacks:
-    """Receives training events. Subclass and override what you need; all default to no-ops.
-
-    Steps are 1-based counts of completed optimizer steps. Callbacks run on the training
-    thread between steps, so they should be quick (queue an event, copy a checkpoint).
-    """
-
-    def on_step(
-        self, step: int, total_steps: int, train_loss: float, learning_rate: float, tokens: int
-    ) -> None:
-        """Every ``log_every_steps`` and at the last step. ``train_loss`` is the mean batch
-        loss since the previous report; ``tokens`` the cumulative tokens processed."""
-
-    def on_eval(self, step: int, valid_loss: float) -> None:
-        """Every ``eval_every_steps`` and at the last step, when there is a validation file."""
-
-    def on_checkpoint(self, step: int, path: Path, metrics: dict[str, float]) -> None:
-        """A complete checkpoint now exists at ``path``. Copy it now if you want to keep it:
-        older local checkpoints are pruned."""
-
-    def should_cancel(self) -> bool:
-        """Polled before every step."""
-        return False
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    trained_tokens: int
-    steps: int
-    final_train_loss: float
-    final_valid_loss: float | None
-    final_dir: Path
-    first_train_loss: float
-    resumed_from_step: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        payload = asdict(self)
-        payload["final_dir"] = str(self.final_dir)
-        return payload
 
 
 def train(
@@ -106,38 +85,224 @@ def train(
 ) -> TrainingResult:
     """Fine-tune ``spec.base_model_path`` as ``spec.method`` says; resume if checkpoints exist.
 
-    If ``final/`` already holds a finished result (a re-delivered task), it is returned as is.
+    With ``spec.processes`` > 1 the run is launched through torchrun and followed from here
+    (``distributed.run``); a dead rank raises TrainingProcessFailed. If ``final/`` already
+    holds a finished result (a re-delivered task), it is returned as is.
     """
-    import torch
-
     final_dir = spec.output_dir / "final"
     if (final_dir / RESULT_FILE).is_file():
         return _read_result(final_dir)
+    if spec.processes > 1:
+        from service.providers.local import distributed
 
+        return distributed.run(spec, training_file, validation_file, callbacks)
+    return run_loop(spec, training_file, validation_file, callbacks, Ranks())
+
+
+# Ranks ---------------------------------------------------------------------------------------
+@dataclass
+class Ranks:
+    """This process's place in the run; one process is rank 0 of 1 and needs no collectives."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: Any = None  # where collectives' tensors live (cuda for NCCL, cpu for gloo)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (one collective for the whole list)."""
+        if self.world == 1:
+            return values
+        import torch
+        import torch.distributed as torch_dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as torch_dist
+
+            torch_dist.barrier()
+
+    def shard(self, items: list[Any]) -> list[Any]:
+        return items[self.rank :: self.world]
+
+
+# Objectives ----------------------------------------------------------------------------------
+@dataclass
+class Supervised:
+    """Next-token loss on the trained (assistant / completion) tokens; the normaliser is the
+    number of scored tokens."""
+
+    dataset: Dataset
+    pad_id: int
+    device: Any
+    packing: bool
+
+    def count(self, items: list[Example], indices: list[int]) -> int:
+        return sum(1 for label in _scored(items) if label != IGNORE_INDEX)
+
+    def tokens(self, items: list[Example]) -> int:
+        return sum(e.n_tokens for e in items)
+
+    def batch(self, items: list[Example]) -> Batch:
+        return (pack if self.packing else pad)(items, self.pad_id, self.device)
+
+    def loss_sum(self, model: Any, items: list[Example], indices: list[int]) -> Any:
+        return token_loss_sum(model, self.batch(items))
+
+    def probe_packing(self, model: Any, items: list[Example]) -> None:
+        """Keep packing only if it leaves this batch's loss unchanged on this model."""
+        import torch
+
+        if not self.packing or len(items) < 2:
+            return
+        packed = pack(items, self.pad_id, self.device)
+        if packed.inputs["input_ids"].shape[0] == len(items):
+            return  # nothing shares a row: the probe proves nothing, decide on a real batch
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            a = float(token_loss_sum(model, packed))
+            b = float(token_loss_sum(model, pad(items, self.pad_id, self.device)))
+        model.train(was_training)
+        if abs(a - b) > PACKING_TOLERANCE * max(1.0, abs(b)):
+            log.warning("local_training_packing_disabled", packed=a, padded=b)
+            self.packing = False
+
+
+def _scored(items: list[Example]) -> list[int]:
+    return [label for e in items for label in e.labels[1:]]
+
+
+@dataclass
+class Preference:
+    """DPO on preference pairs; the normaliser is the number of pairs."""
+
+    dataset: Any  # PreferenceDataset
+    method: DpoMethod
+    pad_id: int
+    device: Any
+    references: Any = None  # (n, 2) reference log-probs, set by prepare()
+    packing: bool = False  # pairs are scored per sequence: always padded
+
+    def count(self, items: list[Any], indices: list[int]) -> int:
+        return len(items)
+
+    def tokens(self, items: list[Any]) -> int:
+        return sum(p.n_tokens for p in items)
+
+    def prepare(self, model: Any, batch_size: int) -> None:
+        from service.providers.local.preference import reference_logps
+
+        self.references = reference_logps(
+            model, self.dataset.examples, batch_size, self.pad_id, self.device
+        )
+
+    def loss_sum(self, model: Any, items: list[Any], indices: list[int]) -> Any:
+        from service.providers.local.preference import pair_loss_sum
+
+        return pair_loss_sum(
+            model,
+            items,
+            self.references[indices],
+            self.method.beta,
+            self.method.sft_weight,
+            self.pad_id,
+            self.device,
+        )
+
+    def probe_packing(self, model: Any, items: list[Any]) -> None:
+        return None
+
+
+Objective = Supervised | Preference
+
+
+def _load_objective(
+    spec: TrainingSpec, path: Path, tokenizer: Any, max_len: int, device: Any
+) -> Objective:
+    if isinstance(spec.method, DpoMethod):
+        from service.providers.local.preference import load_preference_dataset
+
+        return Preference(
+            load_preference_dataset(path, tokenizer, max_len),
+            spec.method,
+            tokenizer.pad_token_id,
+            device,
+        )
+    return Supervised(
+        load_dataset(path, tokenizer, max_len), tokenizer.pad_token_id, device, spec.packing
+    )
+
+
+# The loop ------------------------------------------------------------------------------------
+@dataclass
+class _Progress:
+    pending_losses: list[float] = field(default_factory=list)
+    epoch: int = -1
+    order: list[int] = field(default_factory=list)
+
+
+def run_loop(
+    spec: TrainingSpec,
+    training_file: Path,
+    validation_file: Path | None,
+    callbacks: TrainingCallbacks,
+    ranks: Ranks,
+) -> TrainingResult:
+    """The training loop on this process (every rank of a torchrun launch runs it)."""
+    import torch
+
+    final_dir = spec.output_dir / "final"
     quiet_transformers()
     torch.set_num_threads(spec.torch_threads)
     _seed_everything(spec.seed)
-    device = resolve_device(spec.device)
+    device = _rank_device(spec.device, ranks)
 
     tokenizer = load_tokenizer(spec.base_model_path)
     model = load_causal_lm(spec.base_model_path)
     max_len = model_max_length(model.config, tokenizer, spec.max_seq_len)
-    train_set = load_dataset(training_file, tokenizer, max_len)
-    valid_set = load_dataset(validation_file, tokenizer, max_len) if validation_file else None
-    hp = spec.hyperparameters.resolve(len(train_set))
+    objective = _load_objective(spec, training_file, tokenizer, max_len, device)
+    valid = (
+        _load_objective(spec, validation_file, tokenizer, max_len, device)
+        if validation_file
+        else None
+    )
+    hp = spec.hyperparameters.resolve(len(objective.dataset))
 
+    if spec.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_method(model, spec.method)
     model.to(device)
+    # The reference (DPO) is the model as it is now: the base, adapters still zero.
+    if isinstance(objective, Preference):
+        objective.prepare(model, hp.batch_size)
+    if isinstance(valid, Preference):
+        valid.prepare(model, hp.batch_size)
+    objective.probe_packing(model, objective.dataset.examples[: hp.batch_size])
+    if valid is not None:
+        valid.packing = objective.packing
+
     parameters = [p for p in model.parameters() if p.requires_grad]
     peak_lr = spec.learning_rate_base * hp.learning_rate_multiplier
     optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.0)
-    per_epoch = steps_per_epoch(len(train_set), hp.batch_size)
+    per_epoch = steps_per_epoch(len(objective.dataset), hp.batch_size)
     total_steps = per_epoch * hp.n_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps))
 
     checkpoints_dir = spec.output_dir / "checkpoints"
-    ckpt.remove_partial_checkpoints(checkpoints_dir)
-    fingerprint = _fingerprint(spec, hp, train_set, total_steps)
+    if ranks.is_main:
+        ckpt.remove_partial_checkpoints(checkpoints_dir)
+    ranks.barrier()
+    fingerprint = _fingerprint(spec, hp, objective.dataset, total_steps)
     state = ckpt.TrainerState(total_steps=total_steps, fingerprint=fingerprint)
     resumed_from: int | None = None
     latest = ckpt.latest_checkpoint(checkpoints_dir)
@@ -145,51 +310,66 @@ def train(
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler, fingerprint)
         resumed_from = state.step
 
+    trained = model  # what checkpoints and final/ save: never the DDP wrapper
+    model = _wrap(model, ranks, device)
     autocast = _autocast(device)
-    pending_losses: list[float] = []
+    progress = _Progress()
     for step in range(state.step + 1, total_steps + 1):
-        if callbacks.should_cancel():
-            raise TrainingCancelled(step - 1)
         epoch, index = divmod(step - 1, per_epoch)
-        order = _epoch_order(spec.seed, epoch, len(train_set))
-        batch_examples = [
-            train_set.examples[i]
-            for i in order[index * hp.batch_size : (index + 1) * hp.batch_size]
-        ]
-        batch = collate(batch_examples, tokenizer.pad_token_id, device)
-        learning_rate = scheduler.get_last_lr()[0]
+        if epoch != progress.epoch:
+            progress.epoch, progress.order = (
+                epoch,
+                _epoch_order(spec.seed, epoch, len(objective.dataset)),
+            )
+        indices = progress.order[index * hp.batch_size : (index + 1) * hp.batch_size]
+        mine = ranks.shard(indices)
+        items = [objective.dataset.examples[i] for i in mine]
+        # One collective before the step: the global normaliser, and whether any rank (any
+        # one may see the cancel flag first) must stop, so all stop at the same step.
+        count, cancel = ranks.sum([objective.count(items, mine), float(callbacks.should_cancel())])
+        if cancel:
+            raise TrainingCancelled(step - 1)
+        learning_rate = float(scheduler.get_last_lr()[0])
 
         model.train()
         with autocast:
-            loss = model(**batch).loss
-        loss.backward()
+            if items:
+                loss_sum = objective.loss_sum(model, items, mine)
+            else:  # fewer examples than ranks: join the gradient exchange with nothing
+                first = [objective.dataset.examples[indices[0]]]
+                loss_sum = objective.loss_sum(model, first, indices[:1]) * 0.0
+        (loss_sum * (ranks.world / max(count, 1.0))).backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        loss_value = float(loss.detach())
+        loss_total, tokens = ranks.sum([float(loss_sum.detach()), objective.tokens(items)])
+        loss_value = loss_total / max(count, 1.0)
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at step {step}")
-        pending_losses.append(loss_value)
+        progress.pending_losses.append(loss_value)
         state.step = step
-        state.tokens += int(batch["attention_mask"].sum())
+        state.tokens += int(tokens)
         if state.first_train_loss is None:
             state.first_train_loss = loss_value
         last_step = step == total_steps
 
         if step % spec.log_every_steps == 0 or last_step:
-            state.last_train_loss = sum(pending_losses) / len(pending_losses)
-            pending_losses.clear()
+            state.last_train_loss = sum(progress.pending_losses) / len(progress.pending_losses)
+            progress.pending_losses.clear()
             callbacks.on_step(step, total_steps, state.last_train_loss, learning_rate, state.tokens)
-        if valid_set is not None and (step % spec.eval_every_steps == 0 or last_step):
-            state.last_valid_loss = evaluate(model, valid_set, hp.batch_size, tokenizer, device)
+        if valid is not None and (step % spec.eval_every_steps == 0 or last_step):
+            state.last_valid_loss = _evaluate(trained, valid, hp.batch_size, ranks, autocast)
             callbacks.on_eval(step, state.last_valid_loss)
         epoch_end = spec.checkpoint_each_epoch and step % per_epoch == 0
         if step % spec.checkpoint_every_steps == 0 or epoch_end:
-            path = ckpt.save_checkpoint(checkpoints_dir, model, optimizer, scheduler, state)
-            callbacks.on_checkpoint(step, path, _metrics(state))
-            ckpt.prune_checkpoints(checkpoints_dir, spec.keep_checkpoints)
+            if ranks.is_main:
+                path = ckpt.save_checkpoint(checkpoints_dir, trained, optimizer, scheduler, state)
+                callbacks.on_checkpoint(step, path, _metrics(state))
+                if ranks.world == 1:  # a multi-process run's parent prunes after copying
+                    ckpt.prune_checkpoints(checkpoints_dir, spec.keep_checkpoints)
+            ranks.barrier()
 
     if state.first_train_loss is None or state.last_train_loss is None:
         raise RuntimeError("training ran no step")  # unreachable: total_steps >= 1
@@ -202,28 +382,60 @@ def train(
         first_train_loss=state.first_train_loss,
         resumed_from_step=resumed_from,
     )
-    _save_final(spec, hp, model, tokenizer, result, count_parameters(model))
+    if ranks.is_main:
+        _save_final(spec, hp, trained, tokenizer, result, count_parameters(trained))
+    ranks.barrier()
     return result
 
 
-def evaluate(model: Any, dataset: Dataset, batch_size: int, tokenizer: Any, device: Any) -> float:
-    """Mean loss per trained token over the whole dataset."""
+def _wrap(model: Any, ranks: Ranks, device: Any) -> Any:
+    if ranks.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _rank_device(requested: str, ranks: Ranks) -> Any:
+    import torch
+
+    device = resolve_device(requested)
+    if ranks.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _evaluate(
+    model: Any, objective: Objective, batch_size: int, ranks: Ranks, autocast: Any
+) -> float:
+    """Mean loss per scored token (per pair for DPO) over the whole validation set, each rank
+    scoring its share."""
     import torch
 
     model.eval()
-    total_loss = 0.0
-    total_tokens = 0
-    with torch.no_grad(), _autocast(device):
-        for start in range(0, len(dataset), batch_size):
-            batch = collate(
-                dataset.examples[start : start + batch_size], tokenizer.pad_token_id, device
-            )
-            # The model shifts labels by one; count what it actually scores.
-            n_scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            if n_scored:
-                total_loss += float(model(**batch).loss) * n_scored
-                total_tokens += n_scored
-    return total_loss / max(1, total_tokens)
+    loss_total = 0.0
+    count_total = 0.0
+    examples = objective.dataset.examples
+    mine = ranks.shard(list(range(len(examples))))
+    with torch.no_grad(), autocast:
+        for start in range(0, len(mine), batch_size):
+            indices = mine[start : start + batch_size]
+            items = [examples[i] for i in indices]
+            count = objective.count(items, indices)
+            if count:
+                loss_total += float(objective.loss_sum(model, items, indices))
+                count_total += count
+    model.train()
+    loss_total, count_total = ranks.sum([loss_total, count_total])
+    return loss_total / max(1.0, count_total)
+
+
+def evaluate(model: Any, dataset: Dataset, batch_size: int, tokenizer: Any, device: Any) -> float:
+    """Mean loss per trained token over the whole dataset (one process)."""
+    objective = Supervised(dataset, tokenizer.pad_token_id, device, packing=False)
+    return _evaluate(model, objective, batch_size, Ranks(), _autocast(device))
 
 
 def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
@@ -271,15 +483,17 @@ def _seed_everything(seed: int) -> None:
 
 
 def _fingerprint(
-    spec: TrainingSpec, hp: ResolvedHyperparameters, train_set: Dataset, total_steps: int
+    spec: TrainingSpec, hp: ResolvedHyperparameters, dataset: Any, total_steps: int
 ) -> dict[str, Any]:
+    # Not the process count: the loss curve does not depend on it, so a run may resume on
+    # another number of processes.
     return {
         "base_model": str(spec.base_model_path),
         "method": spec.method.model_dump(mode="json"),
         "hyperparameters": hp.model_dump(mode="json"),
         "seed": spec.seed,
-        "examples": len(train_set),
-        "tokens": train_set.n_tokens,
+        "examples": len(dataset),
+        "tokens": dataset.n_tokens,
         "total_steps": total_steps,
     }
 
@@ -304,7 +518,8 @@ def _save_final(
     final_dir = result.final_dir
     tmp = final_dir.with_name(f".tmp-final-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    if spec.method.type == "lora":
+    adapter = trains_adapter(spec.method)
+    if adapter:
         # The head is a LoRA target, not a retrained embedding: without this peft would copy
         # the whole (unchanged) head into the adapter.
         model.save_pretrained(tmp, save_embedding_layers=False)
@@ -313,13 +528,14 @@ def _save_final(
     tokenizer.save_pretrained(tmp)
     info = {
         "format": "ftq-local-v1",
-        "kind": "adapter" if spec.method.type == "lora" else "model",
+        "kind": "adapter" if adapter else "model",
         "base_model_path": str(spec.base_model_path.resolve()),
         "method": spec.method.model_dump(mode="json"),
         "hyperparameters": hp.model_dump(mode="json"),
         "seed": spec.seed,
         "trainable_parameters": parameter_counts[0],
         "total_parameters": parameter_counts[1],
+        "processes": spec.processes,
     }
     (tmp / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     # result.json last: its presence marks a complete final directory.
