@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import service.models  # noqa: F401  (every table registered before the first query)
+from api.dashboard import install_dashboard
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.middleware import RequestContextMiddleware
@@ -45,6 +46,7 @@ def create_app() -> FastAPI:
     for router in (api_keys.router, credentials.router, audit.router, tenants.router):
         app.include_router(router)
     app.include_router(usage.router)
+    install_dashboard(app)
     return app
 
 

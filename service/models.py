@@ -1,5 +1,6 @@
 """Every table, imported in one place for Alembic and for metadata creation."""
 
+from service.dashboard.models import DashboardSession
 from service.files.models import File, ProviderFile
 from service.idempotency import IdempotencyKey
 from service.jobs.budgets import TeamBudget
@@ -18,6 +19,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyAddress",
     "AuditEvent",
+    "DashboardSession",
     "File",
     "FineTuningJob",
     "IdempotencyKey",

@@ -59,6 +59,8 @@ _file = "/v1/files/{file_id}"
 _job = "/v1/fine_tuning/jobs/{job_id}"
 _endpoint = "/v1/webhook_endpoints/{endpoint_id}"
 _delivery = _endpoint + "/deliveries/{delivery_id}"
+_dash, _job_page = "/dashboard", "/jobs/{job_id}"
+DASHBOARD = "/dashboard"  # cookie-session routes, checked in test_dashboard_isolation.py
 
 EXPECTED: dict[tuple[str, str], Expect] = {
     # files
@@ -159,6 +161,25 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("POST", "/v1/tenants/{team_id}/api_keys"): Expect(
         {**OPERATOR_ONLY, "operator": 400}, body={"role": "root"}
     ),
+    # dashboard: cookie sessions, not keys; tests/integration/test_dashboard_isolation.py signs
+    # in as each of B's roles and checks these (an operator key opens no dashboard session)
+    ("GET", "/dashboard"): Expect({}, note="redirects to the jobs page"),
+    ("GET", "/dashboard/login"): Expect({}),
+    ("POST", "/dashboard/login"): Expect({}),
+    ("POST", "/dashboard/logout"): Expect({}),
+    ("GET", "/dashboard/jobs"): Expect(LIST, listing=True),
+    ("GET", _dash + _job_page): Expect(READ),
+    ("GET", _dash + _job_page + "/live.json"): Expect(READ),
+    ("GET", _dash + _job_page + "/evaluation"): Expect(READ),
+    ("POST", _dash + _job_page + "/cancel"): Expect(WRITE),
+    ("GET", "/dashboard/files"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/files/{file_id}"): Expect(READ),
+    ("GET", "/dashboard/models"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/webhooks"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/webhooks/{endpoint_id}"): Expect(READ),
+    ("POST", "/dashboard/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay"): Expect(ADMIN),
+    ("GET", "/dashboard/usage"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/{rest}"): Expect(READ, note="any other dashboard URL: a 404 page"),
     # public
     ("GET", "/healthz"): Expect({}),
     ("GET", "/readyz"): Expect({}),
@@ -335,6 +356,8 @@ def test_team_b_cannot_reach_team_a(world: World) -> None:
             continue  # an entry for a route this checkout does not serve
         path = _fill(template, world.ids)
         body = _fill(expect.body, world.ids) if expect.body is not None else None
+        if template.startswith(DASHBOARD):
+            continue  # signed-in browser sessions, not keys: test_dashboard_isolation.py
         if template in PUBLIC:
             status, _body, _ = call(stack, method, path)
             assert status == 200, (method, template, status)
