@@ -8,7 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import FtqError
@@ -80,6 +80,17 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
     # A deadlock victim, a serialization failure or an unreachable database: nothing was
     # committed, and the same request can simply be sent again.
     code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (a number past its column's range, text with
+        # NUL): the caller's input, rolled back whole. Routes bound what they can; this
+        # is the backstop for what slips through.
+        log.info("database_refused_value", error=str(exc.orig).splitlines()[0], sqlstate=code)
+        return error_response(
+            400,
+            "A value in this request cannot be stored: a number is out of range or a text "
+            "contains NUL (\\u0000) characters. Nothing was changed.",
+            code="invalid_value",
+        )
     transient = code in ("40P01", "40001") or isinstance(exc, OperationalError)
     log.warning("database_error", error=str(exc).splitlines()[0], sqlstate=code)
     if not transient:

@@ -1,22 +1,29 @@
 """ASGI middleware applying ``Idempotency-Key`` to every POST under /v1.
 
-JSON bodies are fingerprinted in full; multipart uploads by their declared length (their
-boundary changes between retries). Streaming responses are not replayable and release
-the key; 5xx answers release it too, so the client's retry runs again.
+Every body — JSON, multipart uploads, anything streamed — is fingerprinted in full while it
+streams (``service.idempotency.BodyFingerprint``), never buffered here: an upload keeps
+flowing into its staged file. The key is reserved before the request runs; a key that
+already holds a finished request has the incoming body read and hashed, then the stored
+answer is replayed (same fingerprint) or refused with 409 (another one).
+
+Not stored, so the client's retry runs again: 5xx answers, the errors a retry may answer
+differently (401, 403, 409, 429), streaming responses, and any answer given before the
+body was read to its end (its fingerprint would cover only part of the request).
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import idempotency
-from service.errors import FtqError, PayloadTooLarge
+from service.errors import FtqError
 
 MAX_KEY_LENGTH = 255
-MAX_JSON_BODY = 8 * 1024 * 1024
 # Errors a retry may legitimately answer differently: never frozen under a key.
 _NOT_STORED = {401, 403, 409, 429}
 
@@ -24,12 +31,12 @@ _NOT_STORED = {401, 403, 409, 429}
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key.lower() == name:
-            return value.decode("latin-1")
+            return str(value.decode("latin-1"))
     return None
 
 
-async def _send_json(
-    send: Send, status: int, body: dict, extra: list[tuple[bytes, bytes]] | None = None
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     payload = json.dumps(body).encode()
     headers = [
@@ -40,6 +47,14 @@ async def _send_json(
         {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+def _fingerprint_for(scope: Scope) -> idempotency.BodyFingerprint:
+    media_type, params = parse_options_header(_header(scope, b"content-type") or "")
+    boundary = params.get(b"boundary") if media_type.startswith(b"multipart/") else None
+    query = scope.get("query_string", b"").decode("latin-1")
+    request_line = f"{scope['method']} {scope['path']}?{query}".encode()
+    return idempotency.BodyFingerprint(request_line, media_type.lower(), boundary)
 
 
 class IdempotencyMiddleware:
@@ -55,76 +70,80 @@ class IdempotencyMiddleware:
             error = FtqError(
                 "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key"
             )
-            await _send_json(send, 400, error.to_body())
+            await send_json(send, 400, error.to_body())
             return
-        auth = (_header(scope, b"authorization") or "").encode()
-        content_type = _header(scope, b"content-type") or ""
-        request_line = (
-            f"{scope['method']} {scope['path']}?{scope.get('query_string', b'').decode()}".encode()
-        )
+        scope_hash = idempotency.digest((_header(scope, b"authorization") or "").encode())
+        fingerprint = _fingerprint_for(scope)
 
-        body_messages: list[Message] = []
-        if content_type.startswith("multipart/"):
-            fingerprint = idempotency.digest(
-                request_line, (_header(scope, b"content-length") or "").encode()
-            )
-            downstream_receive = receive
-        else:
-            body = b""
-            while True:
-                message = await receive()
-                body_messages.append(message)
-                body += message.get("body", b"")
-                if len(body) > MAX_JSON_BODY:
-                    await _send_json(
-                        send, 413, PayloadTooLarge("Request body too large.").to_body()
-                    )
-                    return
-                if not message.get("more_body"):
-                    break
-            fingerprint = idempotency.digest(request_line, body)
+        async def hashing_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                fingerprint.update(message.get("body", b""), more=message.get("more_body", False))
+            return message
 
-            async def downstream_receive() -> Message:
-                return body_messages.pop(0) if body_messages else {"type": "http.disconnect"}
-
-        scope_hash = idempotency.digest(auth)
         try:
-            stored = await run_in_threadpool(idempotency.begin, scope_hash, key, fingerprint)
+            existing = await run_in_threadpool(idempotency.begin, scope_hash, key)
+            if existing is not None:
+                while not fingerprint.complete:
+                    if (await hashing_receive())["type"] == "http.disconnect":
+                        return
+                stored = idempotency.check_replay(existing, fingerprint.hexdigest())
         except FtqError as error:
-            await _send_json(send, error.status_code, error.to_body())
+            await send_json(send, error.status_code, error.to_body())
             return
-        if stored is not None:
-            headers = [(b"idempotent-replayed", b"true")]
-            if stored.content_type:
-                headers.append((b"content-type", stored.content_type.encode()))
-            headers.append((b"content-length", str(len(stored.body)).encode()))
-            await send(
-                {"type": "http.response.start", "status": stored.status_code, "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": stored.body})
+        if existing is not None:
+            await self._replay(send, stored)
             return
 
-        captured: dict = {"status": 500, "content_type": None, "body": b"", "streaming": False}
+        captured: dict[str, Any] = {
+            "status": 500,
+            "content_type": None,
+            "body": b"",
+            "streaming": False,
+        }
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # A route that never reads its (bounded, non-upload) body still gets a
+                # complete fingerprint: read the rest before the response ends the request.
+                while not fingerprint.complete and not fingerprint.multipart:
+                    if (await hashing_receive())["type"] == "http.disconnect":
+                        break
                 captured["status"] = message["status"]
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
                         captured["content_type"] = value.decode("latin-1")
                         captured["streaming"] = value.startswith(b"text/event-stream")
-            elif message["type"] == "http.response.body":
+            elif message["type"] == "http.response.body" and not captured["streaming"]:
                 captured["body"] += message.get("body", b"")
             await send(message)
 
         try:
-            await self.app(scope, downstream_receive, capture)
+            await self.app(scope, hashing_receive, capture)
         finally:
             status = captured["status"]
-            keep = status < 500 and status not in _NOT_STORED and not captured["streaming"]
+            keep = (
+                status < 500
+                and status not in _NOT_STORED
+                and not captured["streaming"]
+                and fingerprint.complete
+            )
             response = (
                 idempotency.StoredResponse(status, captured["content_type"], captured["body"])
                 if keep
                 else None
             )
-            await run_in_threadpool(idempotency.finish, scope_hash, key, response)
+            await run_in_threadpool(
+                idempotency.finish, scope_hash, key, fingerprint.hexdigest(), response
+            )
+
+    @staticmethod
+    async def _replay(send: Send, stored: idempotency.StoredResponse) -> None:
+        headers = [(b"idempotent-replayed", b"true")]
+        if stored.content_type:
+            headers.append((b"content-type", stored.content_type.encode()))
+        headers.append((b"content-length", str(len(stored.body)).encode()))
+        await send(
+            {"type": "http.response.start", "status": stored.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": stored.body})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import service.models  # noqa: F401  (every table registered before the first query)
+from api.body_limit import RequestGuardMiddleware
 from api.dashboard import install_dashboard
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
@@ -38,8 +39,10 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
-    # Added last = outermost: the request id is bound before idempotency replays answer.
+    # Added last = outermost: the request id is bound before idempotency replays answer,
+    # and bodies are bounded before idempotency reads them.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(RequestContextMiddleware)
     for router in (health.router, files.router, jobs.router, models.router, webhooks.router):
         app.include_router(router)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.files.validation.settings import ValidationSettings
 from service.providers.local.settings import LocalTrainingSettings
@@ -93,6 +93,14 @@ class Settings(BaseSettings):
     provider_upload_part_bytes: int = 64 * 1024 * 1024  # the Uploads API's part limit
 
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
+    # Every other request body (JSON) is refused with 413 past this, before it is parsed.
+    max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    # Chat and legacy completions bodies (long conversations, base64 images).
+    max_inference_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # CIDRs a team's provider base_url/endpoint may reach despite the SSRF policy (the
+    # same policy as webhooks: loopback, private, link-local, metadata refused by default).
+    # Comma-separated or a JSON array, e.g. FTQ_PROVIDER_ALLOWED_NETWORKS=10.20.0.0/16.
+    provider_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # When set, GET /metrics requires "Authorization: Bearer <token>".
     metrics_token: SecretStr | None = None
 
@@ -143,6 +151,13 @@ class Settings(BaseSettings):
 
     sandbox_port: int = 8765
     api_port: int = 8000
+
+    @field_validator("provider_allowed_networks", mode="before")
+    @classmethod
+    def _networks_list(cls, value: Any) -> Any:
+        from service.netguard import parse_network_list
+
+        return parse_network_list(value)
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

@@ -10,13 +10,33 @@ from fastapi import APIRouter, Query
 from api.auth import Admin
 from api.pagination import page
 from service.db import session_scope
+from service.errors import InvalidRequest
 from service.tenants import audit
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit"])
 
 
-def _instant(value: int | None) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(value, dt.UTC) if value is not None else None
+# 9999-12-31T23:59:59Z, the last instant a timestamp column and Python both represent.
+MAX_UNIX_SECONDS = 253402300799
+# 2001-09-09 to 2286-11-20 in milliseconds: what an easy seconds/milliseconds mix-up sends.
+_PLAUSIBLE_MILLISECONDS = (10**12, 10**13 - 1)
+
+
+def _instant(value: int | None, param: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value > MAX_UNIX_SECONDS:
+        hint = (
+            f" {value} looks like milliseconds: send {value // 1000}."
+            if _PLAUSIBLE_MILLISECONDS[0] <= value <= _PLAUSIBLE_MILLISECONDS[1]
+            else ""
+        )
+        raise InvalidRequest(
+            f"'{param}' is in Unix seconds, at most {MAX_UNIX_SECONDS} (9999-12-31).{hint}",
+            param=param,
+            code="invalid_timestamp",
+        )
+    return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 @router.get("")
@@ -36,8 +56,8 @@ def list_audit_events(
         target_type=target_type,
         target_id=target_id,
         actor_key_id=actor_key_id,
-        since=_instant(since),
-        until=_instant(until),
+        since=_instant(since, "since"),
+        until=_instant(until, "until"),
     )
     with session_scope() as session:
         rows, has_more = audit.list_events(

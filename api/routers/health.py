@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from service import metrics
 from service.config import get_settings
 from service.db import get_engine
-from service.errors import Unauthenticated
+from service.errors import PermissionDenied, Unauthenticated
 
 router = APIRouter(tags=["health"])
 
@@ -66,9 +66,17 @@ def readyz() -> JSONResponse:
 
 @router.get("/metrics")
 async def prometheus_metrics(request: Request) -> Response:
-    token = get_settings().metrics_token
+    """Prometheus scrape. Team ids are labels, so production serves it only to the holder
+    of ``FTQ_METRICS_TOKEN``; the embedded default (dev) leaves it open unless one is set."""
+    settings = get_settings()
+    token = settings.metrics_token
+    if token is None and settings.env == "production":
+        raise PermissionDenied(
+            "/metrics is disabled: in production it requires FTQ_METRICS_TOKEN; set it and "
+            "scrape with 'Authorization: Bearer <token>'.",
+            code="metrics_token_required",
+        )
     if token is not None:
-        # Optional: team ids appear in labels, so deployments may want the scrape protected.
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), token.get_secret_value().encode()

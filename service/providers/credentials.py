@@ -5,6 +5,12 @@ first, ``reencrypt_all`` after prepending a key); reads return the settings and 
 four-character hint, never the key. Replacing or deleting credentials *retires* the row
 instead of removing it: jobs already running under the old account keep being tracked
 (their ``account`` still resolves), while new jobs use the new credentials or the default.
+
+A team's base URL or endpoint is a destination ftq's workers connect to on the team's
+behalf, so it passes the SSRF policy (``service.netguard``, the same one as webhooks): at
+registration the URL and every address its host resolves to must be public, unless an
+operator lists the network in ``FTQ_PROVIDER_ALLOWED_NETWORKS``; at connect time
+``http_client`` checks and pins every connection the SDK opens (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx2
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
-from service import crypto, ids
+from service import crypto, ids, netguard
+from service.config import Settings, get_settings
 from service.db import utcnow
 from service.dbtypes import json_column
 from service.errors import InvalidRequest, NotFound
@@ -26,6 +33,7 @@ from service.providers.openai_provider import OpenAICredentials
 from service.tenants import audit
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+ALLOW_SETTING = "FTQ_PROVIDER_ALLOWED_NETWORKS"
 
 
 class CredentialKind(enum.StrEnum):
@@ -53,10 +61,34 @@ class ProviderCredential(SQLModel, table=True):
 Credentials = OpenAICredentials | AzureCredentials
 
 
+def network_policy(settings: Settings | None = None) -> netguard.Policy:
+    settings = settings or get_settings()
+    return netguard.Policy(
+        allowed_networks=tuple(settings.provider_allowed_networks), allow_setting=ALLOW_SETTING
+    )
+
+
+def http_client(settings: Settings | None = None) -> httpx2.Client:
+    """The ``http_client`` for an SDK client built from a team's credentials: every
+    connection is resolved once, checked against the policy and pinned to that address."""
+    settings = settings or get_settings()
+    return netguard.guarded_http_client(
+        network_policy(settings), timeout=settings.provider_timeout_seconds
+    )
+
+
 def _check_url(value: str, param: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise InvalidRequest(f"'{value}' is not an http(s) URL.", param=param)
+    try:
+        netguard.validate_url(value, network_policy())
+    except netguard.UnsafeURL as refused:
+        hint = f" ({refused.hint})" if refused.hint else ""
+        raise InvalidRequest(
+            f"This {param} is not allowed: {refused.reason}{hint}.",
+            param=param,
+            code="unsafe_provider_url",
+        ) from None
     return value.rstrip("/")
 
 

@@ -50,6 +50,8 @@ FAST_ENV = {
     "FTQ_POLL_INTERVAL_MIN_SECONDS": "0.3",
     "FTQ_POLL_INTERVAL_MAX_SECONDS": "1.5",
     "FTQ_WEBHOOKS__ALLOWED_NETWORKS": "127.0.0.0/8",
+    # The sandbox listens on loopback; teams' provider_credentials point at it.
+    "FTQ_PROVIDER_ALLOWED_NETWORKS": "127.0.0.0/8",
     "SANDBOX_JOB_SPEED": "4",
 }
 
