@@ -123,3 +123,17 @@ def build_tiny_model(path: Path, *, seed: int = 0, vocab_size: int = 512) -> Pat
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def preference_examples() -> list[dict]:
+    """The dataset in OpenAI's DPO format: each question's own answer preferred, the next
+    question's answer rejected (plausible-looking, but wrong)."""
+    n = len(QA_PAIRS)
+    return [
+        {
+            "input": {"messages": [{"role": "user", "content": q}]},
+            "preferred_output": [{"role": "assistant", "content": a}],
+            "non_preferred_output": [{"role": "assistant", "content": QA_PAIRS[(i + 1) % n][1]}],
+        }
+        for i, (q, a) in enumerate(QA_PAIRS)
+    ]

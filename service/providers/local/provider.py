@@ -85,6 +85,10 @@ def _provider(inference_url: str, timeout: float, max_retries: int) -> LocalProv
 
 def local_provider(settings: Settings | None = None) -> LocalProvider:
     settings = settings or get_settings()
+    if settings.local.inference_backend == "vllm":
+        from service.providers.local.vllm import vllm_provider
+
+        return vllm_provider(settings)
     return _provider(
         settings.local.resolved_inference_url(),
         settings.provider_timeout_seconds,

@@ -37,7 +37,9 @@ def test_method_is_a_discriminated_union_with_defaults():
 @pytest.mark.parametrize(
     "payload",
     [
-        {"type": "dpo"},
+        {"type": "dpo", "beta": 0},
+        {"type": "dpo", "lora": {"type": "lora", "rank": 0}},
+        {"type": "reinforcement"},
         {"type": "lora", "rank": 0},
         {"type": "lora", "target_modules": []},
         {"type": "lora", "dropout": 1.0},
