@@ -63,6 +63,8 @@ class SandboxConfig(BaseModel):
     hold_create_seconds: float = Field(0.0, ge=0)
     max_active_jobs: int | None = Field(None, ge=0)
     refuse_new_jobs: bool = False
+    # Malformed answers: moderation returns this many fewer results than it got inputs.
+    moderation_missing_results: int = Field(0, ge=0)
 
     @field_validator("fine_tunable_models", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Reader, Writer
 from api.uploads import read_upload
 from service.db import session_scope
-from service.files import derived
+from service.files import derived, reports
 from service.files import service as files
 from service.files.storage import get_storage
 
@@ -83,16 +83,24 @@ def file_content(file_id: str, principal: Reader) -> FileResponse:
 
 
 @router.get("/{file_id}/validation")
-def file_validation(file_id: str, principal: Reader) -> dict[str, Any]:
+def file_validation(
+    file_id: str,
+    principal: Reader,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+    method: Annotated[str | None, Query(max_length=32)] = None,
+) -> dict[str, Any]:
+    """The stored report; with ``model`` (and ``method``) the report for that job instead."""
     with session_scope() as session:
         record = files.get_file(session, principal.team_id, file_id)
-        return {
-            "object": "file.validation",
-            "file_id": record.id,
-            "status": record.validation_status,
-            "verdict": record.verdict,
-            "report": record.report,
-        }
+        if model is None and method is None:
+            return {
+                "object": "file.validation",
+                "file_id": record.id,
+                "status": record.validation_status,
+                "verdict": record.verdict,
+                "report": record.report,
+            }
+        return reports.validation_for_model(session, principal.team_id, record, model, method)
 
 
 class SplitRequest(BaseModel):
@@ -144,7 +152,7 @@ def sample_file(
     file_id: str,
     principal: Reader,
     n: Annotated[int, Query(ge=1, le=1000)] = 20,
-    seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    seed: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     with session_scope() as session:
         data = derived.sample(session, principal.team_id, file_id, n=n, seed=seed)

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
+from service.errors import InvalidRequest
 from service.files.models import File
 from service.files.service import file_object, file_path
-from service.files.validation.report import Finding, Report
-from service.files.validation.screening import apply_screening, screen_file
-from service.files.validation.settings import ValidationSettings
+from service.files.validation.codes import CODES
+from service.files.validation.report import (
+    Finding,
+    Report,
+    add_findings,
+    severity_counts,
+    verdict_for,
+)
+from service.files.validation.screening import (
+    MalformedModeration,
+    apply_screening,
+    screen_file,
+)
+from service.files.validation.settings import ValidationSettings, context_limit_for
 from service.files.validation.validator import validate_file
 from service.providers.base import ProviderError
 from service.providers.registry import provider_for_account, provider_for_team
@@ -38,7 +51,7 @@ def _claim(file_id: str) -> bool:
                 File.validation_status.in_(["pending", "running"]),  # type: ignore[attr-defined]
                 sa.or_(
                     File.validation_lease_expires_at.is_(None),  # type: ignore[union-attr]
-                    File.validation_lease_expires_at < now,  # type: ignore[operator]
+                    col(File.validation_lease_expires_at) < now,
                 ),
             )
             .values(
@@ -88,24 +101,38 @@ def _screen(
     model = MODERATION_MODEL
 
     def moderate(batch: list[str]) -> list[dict]:
-        return provider.moderate(batch, model)
+        try:
+            return provider.moderate(batch, model)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            # The SDK parses leniently; what it cannot turn into results (a missing results
+            # list, wrong types) surfaces here. An answer that did not parse once won't on a
+            # retry either, so it is recorded now instead of holding the file for a lease.
+            raise MalformedModeration(f"the answer could not be read ({exc})") from exc
 
     try:
         findings, summary = screen_file(path, moderate, settings)
     except ProviderError as error:
         if error.retryable and not final_attempt:
             raise
-        unavailable = Finding(
-            line=None,
-            code="moderation_unavailable",
-            severity="warning",
-            message=f"The provider's moderation endpoint failed: {error.message}",
-            suggestion="Review a sample (GET /v1/files/{id}/sample) or re-upload to screen again.",
-        )
-        return apply_screening(
-            report, [unavailable], {"screened": 0, "error": error.message}, settings
-        )
+        return _unscreened(report, settings, f"failed: {error.message}")
+    except MalformedModeration as malformed:
+        log.warning("moderation_malformed", error=str(malformed))
+        return _unscreened(report, settings, f"answered malformed results: {malformed}")
     return apply_screening(report, findings, summary, settings)
+
+
+def _unscreened(report: Report, settings: ValidationSettings, what: str) -> Report:
+    """The report with one warning that moderation could not screen the file."""
+    unavailable = Finding(
+        line=None,
+        code="moderation_unavailable",
+        severity="warning",
+        message=f"The provider's moderation endpoint {what}",
+        suggestion="Review a sample (GET /v1/files/{id}/sample) or re-upload to screen again.",
+    )
+    return apply_screening(report, [unavailable], {"screened": 0, "error": what}, settings)
 
 
 def _account_for(session: Session, team_id: str) -> str:
@@ -146,8 +173,8 @@ def _store(file_id: str, report: dict | None, *, error: str | None = None) -> No
             select(FineTuningJob.id).where(
                 FineTuningJob.stage == JobStage.validating,
                 sa.or_(
-                    FineTuningJob.training_file_id == record.id,
-                    FineTuningJob.validation_file_id == record.id,
+                    col(FineTuningJob.training_file_id) == record.id,
+                    col(FineTuningJob.validation_file_id) == record.id,
                 ),
             )
         ).all()
@@ -176,7 +203,7 @@ def reconcile() -> list[str]:
                     File.created_at < stale,  # type: ignore[operator]
                     sa.or_(
                         File.validation_lease_expires_at.is_(None),  # type: ignore[union-attr]
-                        File.validation_lease_expires_at < now,  # type: ignore[operator]
+                        col(File.validation_lease_expires_at) < now,
                     ),
                     File.deleted_at.is_(None),  # type: ignore[union-attr]
                 )
@@ -186,3 +213,161 @@ def reconcile() -> list[str]:
         for file_id in file_ids:
             enqueue("files.validate", file_id)
     return file_ids
+
+
+# -- the stored report, seen for another model and method ---------------------------------
+
+# Re-counting tokens happens inside the request; past this size the stored counts are
+# re-targeted instead (exact context, price and fit; tokens from the other encoding, noted).
+RECOUNT_MAX_BYTES = 32 * 1024 * 1024
+
+
+METHOD_TYPES = ("supervised", "dpo", "reinforcement", "full", "freeze", "lora")
+
+
+def validation_for_model(
+    session: Session, team_id: str, record: File, model: str | None, method: str | None
+) -> dict[str, Any]:
+    """``GET /v1/files/{id}/validation?model=…&method=…``: the report for that job."""
+    settings = get_settings()
+    model = model or settings.validation.default_model
+    local = model in settings.local.allowed_base_models
+    if not (local or model in settings.fine_tunable_models or _owns(session, team_id, model)):
+        raise InvalidRequest(
+            f"Model '{model}' is not available for fine-tuning.",
+            param="model",
+            code="model_not_available",
+        )
+    if method is not None and method not in METHOD_TYPES:
+        raise InvalidRequest(
+            f"Invalid method '{method}': expected one of {', '.join(METHOD_TYPES)}.",
+            param="method",
+            code="invalid_value",
+        )
+    answer: dict[str, Any] = {
+        "object": "file.validation",
+        "file_id": record.id,
+        "status": record.validation_status,
+        "model": model,
+        "method": method,
+        "verdict": None,
+        "report": None,
+    }
+    if record.validation_status != "completed" or not record.report:
+        return answer  # nothing to re-target yet: the status says why
+    report = report_for_model(record, model, method, local=local)
+    document = report.model_dump(mode="json")
+    document["path"] = record.filename
+    return {**answer, "verdict": report.verdict, "report": document}
+
+
+def _owns(session: Session, team_id: str, model: str) -> bool:
+    """Continued training: a team may name its own fine-tuned models."""
+    from service.jobs.models import FineTuningJob
+
+    if not model.startswith("ft:"):
+        return False
+    query = select(FineTuningJob.id).where(
+        col(FineTuningJob.team_id) == team_id, col(FineTuningJob.fine_tuned_model) == model
+    )
+    return session.exec(query).first() is not None
+
+
+def report_for_model(
+    record: File, model: str, method_type: str | None = None, *, local: bool = False
+) -> Report:
+    """The pre-flight report of a validated file as it applies to ``model`` and ``method_type``:
+    its context limit, price, encoding (re-counted when it differs and the file is small
+    enough), local special tokens, and whether the format fits (service/files/compat.py).
+    The stored report is not changed; moderation results are carried over, not re-screened."""
+    from service.files.compat import fit_findings
+    from service.files.validation.special_tokens import configured_special_tokens
+    from service.files.validation.tokens import encoding_for_model
+
+    settings = get_settings().validation
+    stored = Report.model_validate(record.report)
+    special = configured_special_tokens(model) if local else ()
+    if stored.model == model and not special:
+        base = stored
+    elif (
+        encoding_for_model(model) != stored.tokens.encoding or special
+    ) and record.bytes <= RECOUNT_MAX_BYTES:
+        base = _recount(record, stored, model, settings, special)
+    else:
+        base = retarget(stored, model, settings)
+    extra = fit_findings(base.format, model, method_type, local=local)
+    return add_findings(base, extra) if extra else base
+
+
+def _recount(
+    record: File,
+    stored: Report,
+    model: str,
+    settings: ValidationSettings,
+    special_tokens: tuple[str, ...],
+) -> Report:
+    try:
+        report = validate_file(
+            file_path(record),
+            model=model,
+            settings=settings,
+            workers=1,
+            special_tokens=special_tokens,
+        )
+    except Exception:  # a validator bug must not turn a read into a 500
+        log.exception("revalidation_failed", file_id=record.id, model=model)
+        return retarget(stored, model, settings)
+    screened = [f for f in stored.findings if f.code.startswith("moderation_")]
+    if stored.moderation is not None:
+        report = apply_screening(report, screened, stored.moderation, settings)
+    return report
+
+
+def retarget(report: Report, model: str, settings: ValidationSettings) -> Report:
+    """The report's counts under ``model``'s context limit and price, without the file:
+    per-line too_long findings are replaced by one file-level count."""
+    from service.files.validation.estimate import build_estimate
+
+    limit = context_limit_for(model, settings)
+    histogram = [(int(t), int(n)) for t, n in report.tokens.histogram]
+    estimate = build_estimate(
+        model=model,
+        counted_encoding=report.tokens.encoding,
+        n_examples=report.examples,
+        histogram=histogram,
+        n_epochs="auto",
+        settings=settings,
+    )
+    too_long = sum(n for t, n in histogram if t > limit)
+    counts = {k: v for k, v in report.counts_by_code.items() if k != "too_long"}
+    findings = [f for f in report.findings if f.code != "too_long"]
+    if too_long:
+        counts["too_long"] = too_long
+        findings.append(
+            Finding(
+                line=None,
+                code="too_long",
+                severity=CODES["too_long"].severity,
+                message=f"{too_long} examples are over {model}'s {limit:,}-token context.",
+                suggestion=CODES["too_long"].suggestion,
+            )
+        )
+    tokens = report.tokens.model_copy(
+        update={
+            "n_too_long": too_long,
+            "billed_per_epoch": estimate.billed_tokens_per_epoch,
+        }
+    )
+    severities = severity_counts(counts, findings)
+    return report.model_copy(
+        update={
+            "model": model,
+            "context_limit": limit,
+            "tokens": tokens,
+            "estimate": estimate,
+            "findings": findings,
+            "counts_by_code": dict(sorted(counts.items())),
+            "counts_by_severity": severities,
+            "verdict": verdict_for(severities),
+        }
+    )

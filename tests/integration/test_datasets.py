@@ -250,3 +250,95 @@ def test_a_job_waits_for_its_files_report_then_runs(stack: Stack, team: Team) ->
     assert done.status == "succeeded", done.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
     assert any("Waiting for the pre-flight report" in m for m in messages)
+
+
+def dpo_example(question: str, good: str, bad: str) -> dict[str, Any]:
+    return {
+        "input": {"messages": [{"role": "user", "content": question}]},
+        "preferred_output": [{"role": "assistant", "content": good}],
+        "non_preferred_output": [{"role": "assistant", "content": bad}],
+    }
+
+
+def test_a_files_format_must_fit_the_jobs_model_and_method(stack: Stack, team: Team) -> None:
+    """Issue 11 item 4: each of these passed the pre-flight check and failed upstream."""
+    key = team.keys["member"]
+    client = stack.client(key)
+    chat_id = upload(client, "chat.jsonl", CLEAN)
+    preference = [dpo_example(q, a, "I don't know.") for q, a in CHAT_EXAMPLES]
+    dpo_id = upload(client, "prefs.jsonl", preference)
+    report_of(stack, key, chat_id)
+    report_of(stack, key, dpo_id)
+
+    refusals = [
+        (dict(model="babbage-002", training_file=chat_id), "format_model_mismatch"),
+        (
+            dict(
+                model="gpt-4o-mini-2024-07-18",
+                training_file=chat_id,
+                method={"type": "dpo", "dpo": {}},
+            ),
+            "format_method_mismatch",
+        ),
+        (dict(model="gpt-4o-mini-2024-07-18", training_file=dpo_id), "format_method_mismatch"),
+        (
+            dict(model="gpt-4o-mini-2024-07-18", training_file=chat_id, validation_file=dpo_id),
+            "format_method_mismatch",
+        ),
+    ]
+    for arguments, code in refusals:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.fine_tuning.jobs.create(**arguments)  # type: ignore[arg-type]
+        assert caught.value.code == code, arguments
+        expected_param = "validation_file" if "validation_file" in arguments else "training_file"
+        assert caught.value.param == expected_param
+    assert client.fine_tuning.jobs.list().data == []
+    # The right method for the preference file is accepted.
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18", training_file=dpo_id, method={"type": "dpo", "dpo": {}}
+    )
+    client.fine_tuning.jobs.cancel(job.id)
+
+    # The report for another model and method, from the stored file.
+    def report_for(file_id: str, query: str) -> tuple[int, dict[str, Any]]:
+        return raw(stack, "GET", f"/v1/files/{file_id}/validation?{query}", key)
+
+    status, body = report_for(chat_id, "model=babbage-002")
+    assert status == 200, body
+    assert body["verdict"] == "block" and body["model"] == "babbage-002"
+    assert body["report"]["counts_by_code"]["format_model_mismatch"] == 1
+    assert body["report"]["tokens"]["encoding"] == "cl100k_base"  # re-counted for the model
+    assert body["report"]["estimate"]["exact_tokens"] is True
+    status, body = report_for(dpo_id, "model=gpt-4o-mini-2024-07-18&method=dpo")
+    assert status == 200 and body["verdict"] != "block", body
+    status, body = report_for(dpo_id, "model=gpt-4o-mini-2024-07-18")
+    assert body["report"]["counts_by_code"]["format_method_mismatch"] == 1
+    status, body = report_for(chat_id, "model=no-such-model")
+    assert status == 400 and body["error"]["code"] == "model_not_available"
+    assert body["error"]["param"] == "model"
+    status, body = report_for(chat_id, "method=rlhf")
+    assert status == 400 and body["error"]["param"] == "method"
+    # The stored report itself is unchanged.
+    stored = report_of(stack, key, chat_id)
+    assert "format_model_mismatch" not in stored["counts_by_code"]
+
+
+def test_a_malformed_moderation_answer_is_a_finding_at_once(stack: Stack, team: Team) -> None:
+    """Issue 11 item 8: fewer moderation results than inputs left the file `running` for the
+    whole lease and retried it 5 times; now the report completes with a warning at once."""
+    key = team.keys["member"]
+    client = stack.client(key)
+    with stack.sandbox.configured(moderation_missing_results=1):
+        file_id = upload(client, "short-answer.jsonl", CLEAN)
+        report = report_of(stack, key, file_id)
+    [finding] = [f for f in report["findings"] if f["code"] == "moderation_unavailable"]
+    assert "10 results for 11 inputs" in finding["message"]
+    assert report["moderation"]["screened"] == 0
+    assert report["verdict"] == "warn"
+
+    def attempts(session: Any) -> int:
+        from service.files.models import File
+
+        return int(session.get(File, file_id).validation_attempts)
+
+    assert stack.db(attempts) == 1

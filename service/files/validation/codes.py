@@ -31,6 +31,16 @@ CODES: dict[str, CodeInfo] = {
     ),
     "mixed_formats": CodeInfo(E, "Keep one format per file; convert or remove the odd lines."),
     "unknown_key": CodeInfo(W, "Remove keys the format does not define; they are ignored at best."),
+    # Format against the job's model and method (service/files/compat.py).
+    "format_model_mismatch": CodeInfo(
+        E, "Use a model that trains on this format, or convert the data to the model's format."
+    ),
+    "format_method_mismatch": CodeInfo(
+        E, 'Use method "dpo" for preference data and "supervised" for chat data.'
+    ),
+    "converted_to_chat": CodeInfo(
+        W, "Upload chat-format data (messages) to control the conversion."
+    ),
     # Example counts.
     "too_few_examples": CodeInfo(E, "Provide at least the minimum number of examples (10)."),
     "few_examples": CodeInfo(W, "50-100 well-chosen examples usually give clearly better results."),
@@ -143,6 +153,9 @@ CODES: dict[str, CodeInfo] = {
     # Moderation screening.
     "moderation_flagged": CodeInfo(
         W, "Review or remove the example; flagged data can get the training file blocked."
+    ),
+    "moderation_unavailable": CodeInfo(
+        W, "Review a sample (GET /v1/files/{id}/sample) or re-upload to screen again."
     ),
     "moderation_block": CodeInfo(
         E, "Too many examples were flagged by moderation; clean the data before training."

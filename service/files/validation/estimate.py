@@ -62,7 +62,8 @@ def build_estimate(
     if not exact:
         notes.append(
             f"Tokens were counted with {counted_encoding}; {model} uses {encoding}. "
-            "Re-validate with this model for exact counts."
+            "For exact counts re-validate the file for this model: "
+            "GET /v1/files/{file_id}/validation?model=<model>."
         )
     return Estimate(
         model=model,

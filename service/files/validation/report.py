@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.files.validation.codes import CODES
 from service.files.validation.settings import Severity
 
 Verdict = Literal["pass", "warn", "block"]
@@ -101,3 +102,32 @@ def verdict_for(counts_by_severity: dict[str, int]) -> Verdict:
     if counts_by_severity.get("warning", 0):
         return "warn"
     return "pass"
+
+
+def severity_counts(counts: dict[str, int], findings: list[Finding]) -> dict[str, int]:
+    """Per-severity totals of counts_by_code: a code's severity is that of its findings (PII
+    severities are configurable), else its default."""
+    shown = {f.code: f.severity for f in findings}
+    totals = {"error": 0, "warning": 0}
+    for code, n in counts.items():
+        info = CODES.get(code)
+        severity = shown.get(code) or (info.severity if info else "warning")
+        totals[severity] += n
+    return totals
+
+
+def add_findings(report: Report, extra: list[Finding]) -> Report:
+    """A copy of ``report`` with ``extra`` findings first and the verdict recomputed."""
+    counts = dict(report.counts_by_code)
+    for finding in extra:
+        counts[finding.code] = counts.get(finding.code, 0) + 1
+    findings = [*extra, *report.findings]
+    severities = severity_counts(counts, findings)
+    return report.model_copy(
+        update={
+            "findings": findings,
+            "counts_by_code": dict(sorted(counts.items())),
+            "counts_by_severity": severities,
+            "verdict": verdict_for(severities),
+        }
+    )

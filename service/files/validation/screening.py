@@ -2,6 +2,11 @@
 
 The HTTP call is not made here: callers pass ``moderate(texts) -> results`` (one result per
 text, in order, shaped like the Moderations API's ``results[i]``).
+
+A provider's answer is trusted for nothing: a missing or extra result, a result that is not
+an object, categories that are not an object of booleans or scores that are not numbers raise
+``MalformedModeration`` at once, naming what was wrong, so the caller can record it as a
+finding instead of retrying an answer that will never parse.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from service.files.validation.report import Finding, Report, verdict_for
 from service.files.validation.settings import ValidationSettings
 
 Moderate = Callable[[list[str]], Sequence[Any]]
+
+
+class MalformedModeration(ValueError):
+    """The moderation answer does not have the Moderations API's shape."""
 
 
 def select_for_screening(path: Path, settings: ValidationSettings) -> list[tuple[int, str]]:
@@ -43,18 +52,54 @@ def moderate_in_batches(
     results: list[Any] = []
     for start in range(0, len(items), size):
         batch = [text for _, text in items[start : start + size]]
-        answer = list(moderate(batch))
+        answer = moderate(batch)
+        if not isinstance(answer, Sequence) or isinstance(answer, str | bytes):
+            raise MalformedModeration(
+                f"the answer's results are a {type(answer).__name__}, not a list"
+            )
         if len(answer) != len(batch):
-            raise ValueError(f"moderate() returned {len(answer)} results for {len(batch)} inputs")
+            raise MalformedModeration(f"{len(answer)} results for {len(batch)} inputs")
         results.extend(answer)
     return results
 
 
-def _as_dict(result: Any) -> Mapping[str, Any]:
+def _as_dict(result: Any, index: int) -> Mapping[str, Any]:
     if isinstance(result, Mapping):
         return result
-    # SDK objects: aliases turn harassment_threatening back into "harassment/threatening".
-    return result.model_dump(by_alias=True)
+    dump = getattr(result, "model_dump", None)
+    if callable(dump):
+        # SDK objects: aliases turn harassment_threatening back into "harassment/threatening".
+        dumped = dump(by_alias=True)
+        if isinstance(dumped, Mapping):
+            return dumped
+    raise MalformedModeration(f"result {index} is a {type(result).__name__}, not an object")
+
+
+def _score(value: Any, name: str, index: int) -> float:
+    if value is None:
+        return 0.0
+    if type(value) is bool or not isinstance(value, int | float):
+        raise MalformedModeration(f"result {index} has a {type(value).__name__} score for {name!r}")
+    return float(value)
+
+
+def _checked(result: Mapping[str, Any], index: int) -> Mapping[str, Any]:
+    """The result itself, once its fields have the types the findings rely on."""
+    for field in ("categories", "category_scores"):
+        value = result.get(field)
+        if value is not None and not isinstance(value, Mapping):
+            raise MalformedModeration(f"result {index} has {field} of type {type(value).__name__}")
+    for name, value in (result.get("category_scores") or {}).items():
+        _score(value, str(name), index)
+    for name, value in (result.get("categories") or {}).items():
+        if value is not None and type(value) is not bool:
+            raise MalformedModeration(
+                f"result {index} has a {type(value).__name__} for category {str(name)!r}"
+            )
+    flagged = result.get("flagged")
+    if flagged is not None and type(flagged) is not bool:
+        raise MalformedModeration(f"result {index} has flagged of type {type(flagged).__name__}")
+    return result
 
 
 def flagged_categories(result: Mapping[str, Any], settings: ValidationSettings) -> dict[str, float]:
@@ -66,10 +111,10 @@ def flagged_categories(result: Mapping[str, Any], settings: ValidationSettings) 
     hits: dict[str, float] = {}
     for name, flagged in categories.items():
         if flagged:
-            hits[name] = float(scores.get(name) or 0.0)
+            hits[str(name)] = _score(scores.get(name), str(name), 0)
     for name, threshold in thresholds.items():
         score = scores.get(name)
-        if score is not None and float(score) >= threshold:
+        if score is not None and _score(score, name, 0) >= threshold:
             hits[name] = float(score)
     return hits
 
@@ -79,13 +124,13 @@ def findings_from_moderation(
 ) -> tuple[list[Finding], dict[str, Any]]:
     """One warning per flagged example, plus a blocking error past the block threshold."""
     if len(items) != len(results):
-        raise ValueError("items and results must have the same length")
+        raise MalformedModeration(f"{len(results)} results for {len(items)} inputs")
     options = settings.moderation
     findings: list[Finding] = []
     by_category: Counter[str] = Counter()
     flagged_lines: list[int] = []
-    for (line, _), raw in zip(items, results, strict=True):
-        result = _as_dict(raw)
+    for index, ((line, _), raw) in enumerate(zip(items, results, strict=True)):
+        result = _checked(_as_dict(raw, index), index)
         hits = flagged_categories(result, settings)
         if not (hits or result.get("flagged")):
             continue

@@ -94,3 +94,29 @@ def test_apply_screening_recomputes_the_verdict(tmp_path: Path) -> None:
     blocked = apply_screening(report, findings, summary, settings)
     assert blocked.verdict == "block"
     assert blocked.counts_by_code["moderation_flagged"] == 60
+
+
+def test_malformed_answers_raise_one_typed_error_naming_the_fault() -> None:
+    """Issue 11 item 8: fewer results than inputs (and every other malformed shape) is a
+    MalformedModeration at once, never an IndexError/TypeError deep in the merge."""
+    import pytest
+
+    from service.files.validation.screening import MalformedModeration
+
+    items = [(i, f"text {i}") for i in range(1, 5)]
+    settings = settings_with(batch_size=4)
+    cases: list[tuple[object, str]] = [
+        ([result(False)] * 3, "3 results for 4 inputs"),
+        ([result(False)] * 5, "5 results for 4 inputs"),
+        (None, "NoneType, not a list"),
+        ("results", "str, not a list"),
+        ([result(False)] * 3 + [7], "result 3 is a int"),
+        ([result(False)] * 3 + [{"categories": ["hate"]}], "categories of type list"),
+        ([result(False)] * 3 + [{"category_scores": {"hate": "high"}}], "str score for 'hate'"),
+        ([result(False)] * 3 + [{"categories": {"hate": "yes"}}], "str for category 'hate'"),
+        ([result(False)] * 3 + [{"flagged": "true"}], "flagged of type str"),
+    ]
+    for answer, expected in cases:
+        with pytest.raises(MalformedModeration, match=expected):
+            results = moderate_in_batches(items, lambda _batch, a=answer: a, settings)  # type: ignore[misc]
+            findings_from_moderation(items, results, settings)
