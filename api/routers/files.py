@@ -152,7 +152,7 @@ def sample_file(
     file_id: str,
     principal: Reader,
     n: Annotated[int, Query(ge=1, le=1000)] = 20,
-    seed: Annotated[int, Query(ge=0)] = 0,
+    seed: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> dict[str, Any]:
     with session_scope() as session:
         data = derived.sample(session, principal.team_id, file_id, n=n, seed=seed)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-import sqlalchemy as sa
 import structlog
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.config import get_settings
@@ -16,9 +15,8 @@ from service.errors import InvalidRequest, NotFound
 from service.files.compat import check_fits
 from service.files.models import File
 from service.files.service import FINE_TUNE
-from service.jobs import budgets
+from service.jobs import budgets, quota
 from service.jobs.models import (
-    SUBMISSION_STAGES,
     TERMINAL_STATUSES,
     FineTuningJob,
     JobCheckpoint,
@@ -26,10 +24,11 @@ from service.jobs.models import (
     JobStage,
     JobStatus,
 )
-from service.jobs.schemas import CreateJobInput, requested_epochs
-from service.jobs.transitions import add_event, set_status
-from service.providers.registry import provider_for_team
-from service.tenants import audit, limits
+from service.jobs.runners import choose, runner_for
+from service.jobs.schemas import CreateJobInput
+from service.jobs.transitions import add_event
+from service.pagination import after_condition, keyset_page, ordered
+from service.tenants import audit
 
 log = structlog.get_logger(__name__)
 
@@ -46,26 +45,6 @@ def _usable_file(session: Session, team_id: str, file_id: str, param: str) -> Fi
             param=param,
         )
     return record
-
-
-def _check_model(session: Session, team_id: str, model: str) -> None:
-    if model in get_settings().fine_tunable_models:
-        return
-    if model.startswith("ft:"):
-        # Continuing training is allowed from the team's own fine-tuned models only.
-        owned = session.exec(
-            select(FineTuningJob.id).where(
-                FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model == model
-            )
-        ).first()
-        if owned:
-            return
-    raise InvalidRequest(
-        f"Model '{model}' is not available for fine-tuning. "
-        f"Available: {', '.join(get_settings().fine_tunable_models)}.",
-        param="model",
-        code="model_not_available",
-    )
 
 
 def _refuse_blocked(record: File, param: str) -> None:
@@ -85,7 +64,7 @@ def create_job(
     """Record the job and schedule its submission; nothing reaches the provider here."""
     from service.providers.local import jobs as local_jobs
 
-    limits.check_job_create(session, team_id)
+    quota.check_job_create(session, team_id)
     local = local_jobs.wants_local(session, team_id, request)
     if local:
         local_jobs.check_request(request)
@@ -117,7 +96,6 @@ def create_job(
     )
     if method is None:
         method = {"type": "supervised", "supervised": {"hyperparameters": hyper or {}}}
-    provider = local_jobs.LOCAL_PROVIDER if local else provider_for_team(session, team_id)
     job = FineTuningJob(
         id=ids.job_id(),
         team_id=team_id,
@@ -141,11 +119,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    estimate = (
-        budgets.estimate_cost(training, job.model, requested_epochs(request))
-        if job.provider != "local"
-        else None
-    )
+    estimate = runner.estimate_cost(training, job)
     if estimate is not None:
         budgets.reserve(session, job, estimate)
     add_event(session, job, f"Created fine-tuning job: {job.id}")
@@ -181,21 +155,29 @@ def list_jobs(
     limit: int = 20,
     metadata: dict[str, str] | None = None,
 ) -> tuple[list[FineTuningJob], bool]:
-    query = select(FineTuningJob).where(FineTuningJob.team_id == team_id)
-    if after:
-        anchor = get_job(session, team_id, after)
-        query = query.where(
-            sa.tuple_(FineTuningJob.created_at, FineTuningJob.id)
-            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
-        )
-    ordered = query.order_by(FineTuningJob.created_at.desc(), FineTuningJob.id.desc())  # type: ignore[attr-defined]
+    scope = [col(FineTuningJob.team_id) == team_id]
+    order = (col(FineTuningJob.created_at), col(FineTuningJob.id))
     if not metadata:
-        rows = list(session.exec(ordered.limit(limit + 1)))
-        return rows[:limit], len(rows) > limit
+        return keyset_page(
+            session,
+            select(FineTuningJob).where(*scope),
+            after=after,
+            limit=limit,
+            id_column=col(FineTuningJob.id),
+            order=order,
+            scope=scope,
+        )
+    query = select(FineTuningJob).where(*scope)
+    if after:
+        query = query.where(
+            after_condition(
+                session, after=after, id_column=col(FineTuningJob.id), order=order, scope=scope
+            )
+        )
     # JSON containment differs between Postgres and SQLite; filter in Python over a scan of
     # the team's jobs (bounded by the team's own job count).
     matched: list[FineTuningJob] = []
-    for job in session.exec(ordered):
+    for job in session.exec(ordered(query, order)):
         meta = job.user_metadata or {}
         if all(meta.get(k) == v for k, v in metadata.items()):
             matched.append(job)
@@ -215,118 +197,61 @@ def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob
             f"Job {job.id} has already {job.status}; it cannot be cancelled.",
             param="fine_tuning_job_id",
         )
+    if job.cancel_requested:
+        return job  # asked already; the runner is on it
     job.cancel_requested = True
     job.updated_at = utcnow()
-    if job.provider == "local":
-        from service.providers.local import jobs as local_jobs
-
-        return local_jobs.cancel_requested(session, job)
-    if (
-        job.stage in (*SUBMISSION_STAGES, JobStage.waiting)
-        and job.upstream_job_id is None
-        and job.stage != JobStage.creating
-    ):
-        # Nothing exists upstream yet: cancel here. A submit task that wakes later sees it.
-        set_status(session, job, JobStatus.cancelled)
-        add_event(session, job, "Job cancelled before it reached the provider.")
-        return job
-    # An upstream job exists (or its create is in flight): the poller cancels it upstream.
-    job.next_poll_at = utcnow()
-    session.add(job)
-    add_event(session, job, "Cancellation requested.")
-    return job
+    return runner_for(job.provider).cancel(session, job)
 
 
-def _upstream_control(
-    session: Session, team_id: str, job_id: str, action: str, allowed: set[str]
-) -> FineTuningJob:
-    """Pause or resume: passed through to the provider, the result recorded at once."""
-    from service.providers.base import ProviderError
-    from service.providers.registry import provider_for_account
-
+def _control(session: Session, team_id: str, job_id: str, action: str) -> FineTuningJob:
+    """Pause or resume, through the job's runner (passed through to the provider)."""
     job = get_job(session, team_id, job_id)
-    if job.provider == "local":
-        raise InvalidRequest(
-            f"Job {job.id} trains on ftq's own workers, which cannot pause a run; cancel it "
-            "instead (its checkpoints stay listed).",
-            param="fine_tuning_job_id",
-            code="invalid_job_state",
-        )
-    if job.status not in allowed or job.upstream_job_id is None:
-        raise InvalidRequest(
-            f"Job {job.id} is {job.status}; only {' or '.join(sorted(allowed))} jobs can be "
-            f"{'paused' if action == 'pause' else 'resumed'}.",
-            param="fine_tuning_job_id",
-            code="invalid_job_state",
-        )
-    provider = provider_for_account(job.account, session=session)
-    call = provider.pause_job if action == "pause" else provider.resume_job
-    try:
-        upstream = call(job.upstream_job_id)
-    except ProviderError as error:
-        from service.jobs.inference import api_error_from_provider
-
-        raise api_error_from_provider(error) from error
-    job = get_job(session, team_id, job_id, for_update=True)
+    job = runner_for(job.provider).control(session, job, action)
     audit.record(session, None, f"job.{action}", "fine_tuning_job", job.id, team_id=team_id)
-    job.upstream_status = upstream.status
-    set_status(session, job, upstream.status)
-    add_event(
-        session, job, f"Job {'paused' if action == 'pause' else 'resumed'} at the team's request."
-    )
-    # Poll soon so events and timing catch up with the new state.
-    job.poll_interval_seconds = None
-    job.next_poll_at = utcnow()
-    session.add(job)
     return job
 
 
 def pause_job(session: Session, team_id: str, job_id: str) -> FineTuningJob:
-    return _upstream_control(session, team_id, job_id, "pause", {"running", "queued"})
+    return _control(session, team_id, job_id, "pause")
 
 
 def resume_job(session: Session, team_id: str, job_id: str) -> FineTuningJob:
-    return _upstream_control(session, team_id, job_id, "resume", {"paused"})
+    return _control(session, team_id, job_id, "resume")
 
 
 def list_events(
     session: Session, team_id: str, job_id: str, *, after: str | None = None, limit: int = 20
 ) -> tuple[list[JobEvent], bool]:
     job = get_job(session, team_id, job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job.id)
-    if after:
-        anchor = session.exec(
-            select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.id == after)
-        ).first()
-        if anchor is None:
-            raise NotFound(f"No such event: {after}", param="after")
-        query = query.where(
-            sa.tuple_(JobEvent.created_at, JobEvent.pk)
-            < sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.pk))
-        )
+    scope = [col(JobEvent.job_id) == job.id]
     # Newest first by the time each event happened (upstream events arrive after ftq's own
     # have been written), insertion order breaking ties: stable for `after` paging.
-    ordered = query.order_by(JobEvent.created_at.desc(), JobEvent.pk.desc())  # type: ignore[attr-defined,union-attr]
-    rows = list(session.exec(ordered.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return keyset_page(
+        session,
+        select(JobEvent).where(*scope),
+        after=after,
+        limit=limit,
+        id_column=col(JobEvent.id),
+        order=(col(JobEvent.created_at), col(JobEvent.pk)),
+        scope=scope,
+    )
 
 
 def list_checkpoints(
     session: Session, team_id: str, job_id: str, *, after: str | None = None, limit: int = 10
 ) -> tuple[list[JobCheckpoint], bool]:
     job = get_job(session, team_id, job_id)
-    query = select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
-    if after:
-        anchor = session.exec(
-            select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.id == after)
-        ).first()
-        if anchor is None:
-            raise NotFound(f"No such checkpoint: {after}", param="after")
-        query = query.where(JobCheckpoint.step_number < anchor.step_number)
-    rows = list(
-        session.exec(query.order_by(JobCheckpoint.step_number.desc()).limit(limit + 1))  # type: ignore[attr-defined]
+    scope = [col(JobCheckpoint.job_id) == job.id]
+    return keyset_page(
+        session,
+        select(JobCheckpoint).where(*scope),
+        after=after,
+        limit=limit,
+        id_column=col(JobCheckpoint.id),
+        order=(col(JobCheckpoint.step_number), col(JobCheckpoint.pk)),
+        scope=scope,
     )
-    return rows[:limit], len(rows) > limit
 
 
 def find_model_owner(session: Session, team_id: str, model: str) -> FineTuningJob | None:
