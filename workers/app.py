@@ -35,13 +35,9 @@ app.conf.update(
     beat_schedule={
         "jobs.sweep": {"task": "jobs.sweep", "schedule": settings.sweep_interval_seconds},
         "jobs.admit": {"task": "jobs.admit", "schedule": settings.sweep_interval_seconds},
+        # Every runner's lost work (submissions, result imports, local training runs).
         "jobs.reconcile": {
             "task": "jobs.reconcile",
-            "schedule": settings.reconcile_interval_seconds,
-        },
-        # Local training: runs whose worker died (lease lapsed) or whose message was lost.
-        "jobs.reconcile_local": {
-            "task": "jobs.reconcile_local",
             "schedule": settings.reconcile_interval_seconds,
         },
         "files.reconcile": {

@@ -29,7 +29,7 @@ from service.config import get_settings
 from service.db import session_scope
 from service.jobs.models import FineTuningJob, JobStatus
 from service.logging import configure_logging
-from service.providers.local import jobs as local_jobs
+from service.jobs.runners import local as local_jobs
 
 log = structlog.get_logger(__name__)
 

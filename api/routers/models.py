@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Reader, Writer
 from api.pagination import page
 from service.db import session_scope
-from service.errors import InvalidRequest, NotFound
+from service.errors import InvalidRequest, NotFound, UpstreamError
 from service.jobs import inference
-from service.jobs.inference import api_error_from_provider, provider_for_model
+from service.jobs.inference import provider_for_model
+from service.providers.errors import api_error_from_provider
 from service.providers.base import ProviderError
 
 router = APIRouter(tags=["models"])
@@ -84,6 +85,12 @@ async def chat_completions(
             first = await run_in_threadpool(next, chunks, None)
         except ProviderError as error:
             raise api_error_from_provider(error) from error
+        if first is None:
+            # Refused before the 200 goes out: an empty stream would read as an empty answer.
+            raise UpstreamError(
+                "The provider ended the stream without sending any part of the answer.",
+                code="provider_empty_stream",
+            )
 
         def replay() -> Iterator[dict[str, Any]]:
             if first is not None:

@@ -46,5 +46,6 @@ class ProviderFile(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account: str = Field(max_length=64)
     sha256: str = Field(max_length=64)
-    upstream_file_id: str = Field(max_length=128)
+    # None while the upload is announced but not confirmed (see jobs.submission).
+    upstream_file_id: str | None = Field(default=None, max_length=128)
     created_at: dt.datetime = Field(default_factory=utcnow)

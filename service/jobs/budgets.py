@@ -59,13 +59,19 @@ def set_budget(session: Session, team_id: str, monthly_budget_usd: float | None)
     return row
 
 
-def actual_cost(job: FineTuningJob) -> float | None:
-    if not job.trained_tokens:
+def cost_of_tokens(model: str, trained_tokens: int | None) -> float | None:
+    """Trained tokens at the configured price of ``model``."""
+    if not trained_tokens:
         return None
-    if job.provider == "local":
-        return 0.0  # ftq's own workers: no per-token bill
-    price = price_per_million_for(job.model, get_settings().validation)
-    return round(job.trained_tokens * price / 1_000_000, 6)
+    price = price_per_million_for(model, get_settings().validation)
+    return round(trained_tokens * price / 1_000_000, 6)
+
+
+def actual_cost(job: FineTuningJob) -> float | None:
+    """What the job cost, as its runner bills it (ftq's own workers: nothing per token)."""
+    from service.jobs.runners import runner_for  # runners import this module
+
+    return runner_for(job.provider).actual_cost(job)
 
 
 def estimate_cost(training: File, model: str, n_epochs: int | str) -> float | None:

@@ -16,11 +16,12 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from service import leases
 from service.config import get_settings
 from service.db import utcnow
-from service.dispatch import enqueue
+from service.jobs import lifecycle
 from service.jobs.models import TERMINAL_STATUSES, FineTuningJob, JobStage
-from service.jobs.transitions import add_event, set_status
+from service.jobs.runners import runner_for
 
 # Stages that hold (or are about to hold) a slot at the provider.
 ACTIVE_STAGES = (JobStage.uploading, JobStage.creating, JobStage.tracking, JobStage.training)
@@ -76,14 +77,16 @@ def others_waiting(session: Session, job: FineTuningJob) -> bool:
 def send_to_queue(
     session: Session, job: FineTuningJob, reason: str, *, not_before: dt.datetime | None = None
 ) -> None:
-    job.stage = JobStage.waiting
     job.next_poll_at = not_before  # the admission sweep skips the job until then
-    job.lease_owner = None
-    job.lease_expires_at = None
-    job.updated_at = utcnow()
-    session.add(job)
-    set_status(session, job, "queued")
-    add_event(session, job, reason)
+    leases.clear(job)
+    lifecycle.move(session, job, "enqueue", message=reason)
+
+
+def take_slot(session: Session, job: FineTuningJob, *, inline: bool = False) -> None:
+    """Give ``job`` its slot (under the account lock) and let its runner move it on."""
+    job.admitted_at = utcnow()
+    job.next_poll_at = None
+    runner_for(job.provider).admit(session, job, inline=inline)
 
 
 def fair_order(
@@ -148,15 +151,9 @@ def admit(session: Session, account: str) -> list[str]:
             break
         if team_active.get(job.team_id, 0) >= settings.max_active_jobs_per_team:
             continue
-        # Straight to "uploading": the slot is taken now, under the account lock, and the
-        # submit task resumes from there without queueing the job a second time.
-        job.stage = JobStage.uploading
-        job.admitted_at = utcnow()
-        job.next_poll_at = None
-        job.updated_at = utcnow()
-        session.add(job)
-        add_event(session, job, "A concurrency slot is free; submitting to the provider.")
-        enqueue("jobs.submit", job.id)
+        # The slot is taken now, under the account lock; the runner moves the job on and
+        # enqueues its work without queueing it a second time.
+        take_slot(session, job)
         account_free -= 1
         team_active[job.team_id] = team_active.get(job.team_id, 0) + 1
         admitted.append(job.id)

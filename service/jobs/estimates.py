@@ -11,11 +11,12 @@ from service.errors import Conflict, InvalidRequest
 from service.files.validation.estimate import estimate_for_job
 from service.files.validation.report import Report
 from service.jobs.schemas import CreateJobInput, requested_epochs
-from service.jobs.service import _check_model, _usable_file
+from service.jobs.runners import choose
+from service.jobs.service import _usable_file
 
 
 def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[str, Any]:
-    _check_model(session, team_id, request.model)
+    choose(session, team_id, request).check_request(session, team_id, request)
     training = _usable_file(session, team_id, request.training_file, "training_file")
     if training.validation_status in ("pending", "running"):
         raise Conflict(

@@ -9,11 +9,12 @@ import structlog
 from sqlmodel import Session, select
 
 from service.config import get_settings
-from service.errors import FtqError, InvalidRequest, NotFound, RateLimited, UpstreamError
+from service.errors import NotFound
 from service.jobs.models import FineTuningJob
 from service.jobs.service import find_model_owner
-from service.providers.base import ErrorKind, Provider, ProviderError
-from service.providers.registry import default_provider, provider_for_account
+from service.providers.base import Provider, ProviderError
+from service.providers.errors import api_error_from_provider  # noqa: F401  (re-exported)
+from service.providers.registry import default_provider, provider_for_account, provider_for_team
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,17 @@ def list_models(session: Session, team_id: str) -> list[dict[str, Any]]:
         }
         for model in get_settings().fine_tunable_models
     ]
+    result.extend(
+        {
+            "id": model,
+            "object": "model",
+            "created": 0,
+            "owned_by": "ftq-local",
+            "shutdown_date": None,
+        }
+        for model in local_base_models()
+        if model not in get_settings().fine_tunable_models
+    )
     jobs = session.exec(
         select(FineTuningJob)
         .where(FineTuningJob.team_id == team_id, FineTuningJob.fine_tuned_model.is_not(None))  # type: ignore[union-attr]
@@ -72,33 +84,48 @@ def list_models(session: Session, team_id: str) -> list[dict[str, Any]]:
                 # A fine-tune stops working when its base model shuts down.
                 "shutdown_date": shutdown(_base_of(job.model)) or shutdown(job.model),
                 "fine_tuning_job_id": job.id,
+                # The evaluation gate's verdict (promoted/rejected), once it has run.
+                "evaluation": _verdict_summary(job.evaluation),
             }
         )
     return result
 
 
+def local_base_models() -> list[str]:
+    """Open-weight base models the local provider serves (its allow-list)."""
+    return sorted(get_settings().local.allowed_base_models)
+
+
+def base_models() -> list[str]:
+    """Every base model ``GET /v1/models`` lists; each answers through the team's provider."""
+    listed = list(get_settings().fine_tunable_models)
+    return listed + [m for m in local_base_models() if m not in listed]
+
+
+def _verdict_summary(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not evaluation:
+        return None
+    return {
+        "verdict": evaluation.get("verdict"),
+        "eval_id": evaluation.get("eval_id"),
+        "criterion": evaluation.get("criterion"),
+        "delta": evaluation.get("delta"),
+    }
+
+
 def provider_for_model(session: Session, team_id: str, model: str) -> Provider:
+    """The provider that serves ``model`` to this team: a fine-tune or checkpoint of its own
+    jobs through the account that trained it, a listed base model through the team's
+    provider (the local provider for the local allow-list); anything else is a 404."""
     job = find_model_owner(session, team_id, model)
-    if job is None:
-        raise NotFound(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    return provider_for_account(job.account, session=session)
-
-
-def api_error_from_provider(error: ProviderError) -> FtqError:
-    """What the caller sees when the provider refuses or fails an inference call."""
-    if error.kind == ErrorKind.rate_limited:
-        headers = {"Retry-After": str(int(error.retry_after or 1))}
-        return RateLimited(error.message, code=error.code, headers=headers)
-    if (
-        error.status_code is not None
-        and 400 <= error.status_code < 500
-        and error.status_code != 404
-    ):
-        return InvalidRequest(error.message, param=error.param, code=error.code)
-    return UpstreamError(
-        f"The provider failed: {error.message}", code=error.code or "provider_error"
+    if job is not None:
+        return provider_for_account(job.account, session=session)
+    if model in get_settings().local.allowed_base_models:
+        return provider_for_account("local", session=session)
+    if model in get_settings().fine_tunable_models:
+        return provider_for_team(session, team_id)
+    raise NotFound(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
     )

@@ -85,6 +85,7 @@ class FineTuningJob(SQLModel, table=True):
     fine_tuned_model: str | None = Field(default=None, max_length=512)
     trained_tokens: int | None = None
     result_files: list[str] | None = Field(default=None, sa_column=json_column())
+    results_pending: bool = False  # upstream result files not yet copied into ftq
     error: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     estimated_finish: int | None = None
     cancel_requested: bool = False

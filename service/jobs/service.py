@@ -8,7 +8,6 @@ import structlog
 from sqlmodel import Session, col, select
 
 from service import ids
-from service.config import get_settings
 from service.db import utcnow
 from service.dispatch import enqueue
 from service.errors import InvalidRequest, NotFound
@@ -62,14 +61,10 @@ def create_job(
     session: Session, team_id: str, request: CreateJobInput, *, request_id: str | None = None
 ) -> FineTuningJob:
     """Record the job and schedule its submission; nothing reaches the provider here."""
-    from service.providers.local import jobs as local_jobs
-
     quota.check_job_create(session, team_id)
-    local = local_jobs.wants_local(session, team_id, request)
-    if local:
-        local_jobs.check_request(request)
-    else:
-        _check_model(session, team_id, request.model)
+    runner = choose(session, team_id, request)
+    provider = runner.check_request(session, team_id, request)
+    local = provider.name == "local"
     training = _usable_file(session, team_id, request.training_file, "training_file")
     _refuse_blocked(training, "training_file")
     method_type = request.method.type if request.method else None
@@ -122,7 +117,7 @@ def create_job(
     estimate = runner.estimate_cost(training, job)
     if estimate is not None:
         budgets.reserve(session, job, estimate)
-    add_event(session, job, f"Created fine-tuning job: {job.id}")
+    add_event(session, job, f"Accepted by ftq as {job.id}; the provider's job is created next.")
     audit.record(session, None, "job.create", "fine_tuning_job", job.id, team_id=team_id)
     enqueue("jobs.submit", job.id)
     return job
@@ -196,6 +191,7 @@ def request_cancel(session: Session, team_id: str, job_id: str) -> FineTuningJob
         raise InvalidRequest(
             f"Job {job.id} has already {job.status}; it cannot be cancelled.",
             param="fine_tuning_job_id",
+            code="invalid_job_state",
         )
     if job.cancel_requested:
         return job  # asked already; the runner is on it

@@ -14,24 +14,27 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from service import ids
+from service import ids, leases
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
-from service.jobs import failures
+from service.jobs import failures, lifecycle
+from service.jobs.lifecycle import Outcome
 from service.jobs.models import (
     SUBMISSION_STAGES,
-    TERMINAL_STATUSES,
     FineTuningJob,
     JobCheckpoint,
     JobEvent,
     JobStage,
+    JobStatus,
 )
-from service.jobs.transitions import add_checkpoint, add_event, set_status
+from service.jobs.transitions import add_checkpoint, add_event
 from service.providers.base import ErrorKind, ProviderError, UpstreamJob
-from service.providers.registry import provider_for_account
+from service.providers.registry import fine_tuning_provider_for_account
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 log = structlog.get_logger(__name__)
 
@@ -44,13 +47,6 @@ def next_interval(previous: float | None, changed: bool, rng: random.Random | No
     base = low if changed or previous is None else min(high, previous * 2)
     jitter = (rng or random).uniform(-settings.poll_jitter, settings.poll_jitter)
     return max(low * 0.5, base * (1 + jitter))
-
-
-def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        FineTuningJob.lease_expires_at.is_(None),  # type: ignore[union-attr]
-        FineTuningJob.lease_expires_at < now,  # type: ignore[operator]
-    )
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ def _claim_due(owner_prefix: str) -> list[_Due]:
             .where(
                 FineTuningJob.stage == JobStage.tracking,
                 FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
-                _not_leased(now),
+                leases.not_leased(FineTuningJob, now),
             )
             .order_by(FineTuningJob.next_poll_at)  # type: ignore[arg-type]
             .limit(SWEEP_BATCH)
@@ -89,7 +85,7 @@ def _claim_due(owner_prefix: str) -> list[_Due]:
             owner = f"{owner_prefix}:{ids.random_base62(8)}"
             result = session.execute(
                 sa.update(FineTuningJob)
-                .where(FineTuningJob.id == job.id, _not_leased(now))  # type: ignore[arg-type]
+                .where(FineTuningJob.id == job.id, leases.not_leased(FineTuningJob, now))  # type: ignore[arg-type]
                 .values(
                     lease_owner=owner,
                     lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
@@ -124,14 +120,14 @@ def _unchanged_by_list(claimed: list[_Due]) -> set[str]:
         seen: dict[str, str] = {}
         cursor: str | None = None
         try:
-            provider = provider_for_account(account)
-            if not hasattr(provider, "list_jobs"):
-                continue  # e.g. the local trainer: nothing to page
+            provider = fine_tuning_provider_for_account(account)
             for _ in range(len(group) // LIST_PAGE + 3):
                 page, has_more = provider.list_jobs(after=cursor, limit=LIST_PAGE)
                 seen.update({j.id: j.status for j in page if j.id in wanted})
                 if not has_more or not page or len(seen) == len(wanted):
                     break
+                if page[-1].id == cursor:
+                    break  # a cursor that does not move: stop, the polls cover the rest
                 cursor = page[-1].id
         except (ProviderError, LookupError) as error:
             log.warning("list_poll_unavailable", account=account, error=str(error))
@@ -159,8 +155,7 @@ def sweep(owner_prefix: str) -> list[str]:
                 continue
             job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed=False)
             job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
-            job.lease_owner = None
-            job.lease_expires_at = None
+            leases.clear(job)
             session.add(job)
     return [due.job_id for due in claimed]
 
@@ -185,16 +180,29 @@ def reconcile() -> list[str]:
                 .where(
                     FineTuningJob.stage.in_([s.value for s in SUBMISSION_STAGES]),  # type: ignore[attr-defined]
                     FineTuningJob.updated_at < stale,  # type: ignore[operator]
-                    _not_leased(now),
+                    leases.not_leased(FineTuningJob, now),
                 )
                 .limit(SWEEP_BATCH)
             )
         )
         for job_id in job_ids:
             enqueue("jobs.submit", job_id)
-    if job_ids:
-        log.info("reconciler_requeued", count=len(job_ids))
-    return job_ids
+        # Result files whose import task was lost (flushed broker, killed worker).
+        importing = list(
+            session.exec(
+                select(FineTuningJob.id)
+                .where(
+                    FineTuningJob.results_pending == True,  # noqa: E712
+                    FineTuningJob.updated_at < stale,  # type: ignore[operator]
+                )
+                .limit(SWEEP_BATCH)
+            )
+        )
+        for job_id in importing:
+            enqueue("jobs.import_results", job_id)
+    if job_ids or importing:
+        log.info("reconciler_requeued", submissions=len(job_ids), imports=len(importing))
+    return [*job_ids, *importing]
 
 
 def _sync(
@@ -246,32 +254,51 @@ def _sync(
                         upstream_checkpoint_id=ckpt.id,
                     ),
                 )
-        changed = upstream.status != job.upstream_status
-        job.upstream_status = upstream.status
+        status = lifecycle.map_status(upstream.status)
+        changed = status is not None and status != job.upstream_status
+        if status is not None:
+            job.upstream_status = status
         job.estimated_finish = upstream.estimated_finish
         if upstream.hyperparameters:
             job.hyperparameters = upstream.hyperparameters
-        if upstream.status in TERMINAL_STATUSES:
-            job.fine_tuned_model = upstream.fine_tuned_model
-            job.trained_tokens = upstream.trained_tokens
-            if upstream.result_files and not job.result_files:
-                job.result_files = upstream.result_files
-                enqueue("jobs.import_results", job.id)
-            if upstream.error:
-                job.error = failures.job_error_from_upstream(upstream.error)
-        status = upstream.status
-        if job.status == "queued" and status == "validating_files":
-            # A job that waited in ftq's queue is already "queued"; the provider validating
-            # its files afresh is not a step backwards for the team.
-            status = "queued"
-        set_status(session, job, status)
-        job.lease_owner = None
-        job.lease_expires_at = None
-        if job.status not in TERMINAL_STATUSES:
+        leases.clear(job)
+        if status in TERMINAL:
+            _finish_from_upstream(session, job, upstream, status)
+        else:
+            lifecycle.observe(session, job, upstream.status)
             job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed)
             job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
         job.updated_at = utcnow()
         session.add(job)
+
+
+def _finish_from_upstream(
+    session: Session, job: FineTuningJob, upstream: UpstreamJob, status: JobStatus
+) -> None:
+    """The one ending of an upstream job, after its events and checkpoints are in."""
+    if upstream.result_files and not job.result_files:
+        job.result_files = list(upstream.result_files)
+        job.results_pending = True
+        enqueue("jobs.import_results", job.id)
+    error = None
+    if status == JobStatus.failed:
+        error = (
+            failures.job_error_from_upstream(upstream.error)
+            if upstream.error
+            else failures.job_error(
+                failures.PROVIDER_INTERNAL, "The provider reported the job failed without a reason."
+            )
+        )
+    lifecycle.finish(
+        session,
+        job,
+        Outcome(
+            status,
+            fine_tuned_model=upstream.fine_tuned_model,
+            trained_tokens=upstream.trained_tokens,
+            error=error,
+        ),
+    )
 
 
 def _back_off(job_id: str, owner: str, error: ProviderError) -> None:
@@ -286,8 +313,7 @@ def _back_off(job_id: str, owner: str, error: ProviderError) -> None:
         interval = min(interval, settings.poll_interval_max_seconds * 2)
         job.poll_interval_seconds = interval
         job.next_poll_at = utcnow() + dt.timedelta(seconds=interval)
-        job.lease_owner = None
-        job.lease_expires_at = None
+        leases.clear(job)
         session.add(job)
     log.warning("poll_backoff", job_id=job_id, error=error.message, seconds=round(interval, 2))
 
@@ -295,21 +321,21 @@ def _back_off(job_id: str, owner: str, error: ProviderError) -> None:
 def _renew_lease(job_id: str, owner: str) -> bool:
     """Hold (or take back) the poll lease: a message that waited in a slow queue past its
     lease may still poll, unless another poller has claimed the job since."""
-    now = utcnow()
     with session_scope() as session:
-        result = session.execute(
-            sa.update(FineTuningJob)
-            .where(
-                FineTuningJob.id == job_id,  # type: ignore[arg-type]
-                FineTuningJob.stage == JobStage.tracking,  # type: ignore[arg-type]
-                sa.or_(FineTuningJob.lease_owner == owner, _not_leased(now)),  # type: ignore[arg-type]
-            )
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + dt.timedelta(seconds=get_settings().lease_seconds),
-            )
+        return leases.claim(
+            session,
+            FineTuningJob,
+            job_id,
+            owner,
+            get_settings().lease_seconds,
+            where=(FineTuningJob.stage == JobStage.tracking,),  # type: ignore[arg-type]
+            steal_from=owner,
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def poll_now(job_id: str) -> None:
+    """Poll a job at once (a cancel to pass on): under a fresh lease, if nobody holds one."""
+    poll(job_id, f"now:{ids.random_base62(8)}")
 
 
 def poll(job_id: str, owner: str) -> None:
@@ -325,16 +351,21 @@ def poll(job_id: str, owner: str) -> None:
         status_before = job.upstream_status
     assert upstream_id is not None
     structlog.contextvars.bind_contextvars(job_id=job_id)
-    provider = provider_for_account(account)
+    try:
+        provider = fine_tuning_provider_for_account(account)
+    except LookupError as exc:
+        _back_off(job_id, owner, ProviderError(str(exc), kind=ErrorKind.transient))
+        return
     try:
         upstream = provider.get_job(upstream_id)
-        if cancel and upstream.status not in TERMINAL_STATUSES:
+        if cancel and lifecycle.map_status(upstream.status) not in TERMINAL:
             upstream = provider.cancel_job(upstream_id)
         events = provider.list_new_events(upstream_id, cursor)
         # Checkpoints appear while running and at the end; skip the call before that.
         checkpoints = (
             provider.list_checkpoints(upstream_id)
-            if upstream.status in ("running", "succeeded") or status_before == "running"
+            if lifecycle.map_status(upstream.status) in (JobStatus.running, JobStatus.succeeded)
+            or status_before == JobStatus.running
             else []
         )
     except ProviderError as error:
@@ -345,9 +376,7 @@ def poll(job_id: str, owner: str) -> None:
             with session_scope() as session:
                 job = session.get(FineTuningJob, job_id, with_for_update=True)
                 if job is not None and job.lease_owner == owner:
-                    job.error = failures.job_error_from_provider(error)
-                    job.lease_owner = None
-                    set_status(session, job, "failed")
+                    lifecycle.fail(session, job, failures.job_error_from_provider(error))
             return
         _back_off(job_id, owner, error)
         return

@@ -1,5 +1,6 @@
-"""Every visible change of a job goes through here, so its event row, its sequence number
-and its outbox row are written in the same transaction as the change itself."""
+"""A job's events and checkpoints, each written with its sequence number and outbox row in
+the transaction that records it. Status and stage changes are the state machine's
+(``service.jobs.lifecycle``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ from typing import Any
 from sqlmodel import Session
 
 from service import ids
-from service.db import utcnow
-from service.jobs.models import TERMINAL_STATUSES, FineTuningJob, JobCheckpoint, JobEvent, JobStage
-from service.jobs.serializers import checkpoint_object, job_object
+from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
+from service.jobs.serializers import checkpoint_object
 from service.webhooks.outbox import record_event
-
-# Statuses that produce a webhook event (validating_files is the initial state).
-NOTIFIED_STATUSES = {"queued", "running", "paused", "succeeded", "failed", "cancelled"}
 
 
 def add_event(
@@ -41,30 +38,6 @@ def add_event(
     )
     session.add(event)
     return event
-
-
-def set_status(session: Session, job: FineTuningJob, status: str) -> bool:
-    """Move ``job`` to ``status``; returns whether anything changed."""
-    if job.status == status:
-        return False
-    job.status = status
-    job.sequence += 1
-    job.updated_at = utcnow()
-    if status in TERMINAL_STATUSES:
-        job.stage = JobStage.done
-        job.finished_at = job.finished_at or utcnow()
-        job.next_poll_at = None
-    session.add(job)
-    if status in NOTIFIED_STATUSES:
-        record_event(
-            session,
-            team_id=job.team_id,
-            event_type=f"fine_tuning.job.{status}",
-            object_id=job.id,
-            sequence=job.sequence,
-            data=job_object(job),
-        )
-    return True
 
 
 def add_checkpoint(session: Session, job: FineTuningJob, checkpoint: JobCheckpoint) -> None:

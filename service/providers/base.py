@@ -1,8 +1,10 @@
 """The provider interface: everything ftq asks of an upstream fine-tuning service.
 
-Implementations: ``openai`` (OpenAI, Azure OpenAI and any compatible base URL, through the
-official SDK) and, later, ``local`` (ftq's own trainer). Services depend on this module
-only, so a team's workflow does not change when its provider does.
+Two protocols: ``InferenceProvider`` (models, moderation), which every provider offers —
+ftq's own inference server included — and ``FineTuningProvider`` (files and jobs at a
+managed API: OpenAI, Azure OpenAI and any compatible base URL, through the official SDK).
+Adapters know nothing of ftq's jobs, files or tenants; the runners in ``service.jobs``
+drive them.
 """
 
 from __future__ import annotations
@@ -96,13 +98,32 @@ class ProviderError(Exception):
         return self.kind in (ErrorKind.transient, ErrorKind.rate_limited)
 
 
-class Provider(Protocol):
+class InferenceProvider(Protocol):
+    """What every provider offers: calling models and screening text."""
+
     name: str
     account: str  # stable fingerprint of the credentials: uploads are reused per account
+
+    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def chat_completion_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]: ...
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def list_models(self) -> list[dict[str, Any]]: ...
+
+    def moderate(self, inputs: list[str], model: str) -> list[dict[str, Any]]: ...
+
+
+class FineTuningProvider(InferenceProvider, Protocol):
+    """A managed fine-tuning API: files and jobs at the provider (OpenAI, Azure OpenAI,
+    compatible URLs). ftq's own trainer is not one: it runs through the local runner."""
 
     def find_uploaded_file(self, marker: str) -> str | None: ...
 
     def upload_file(self, path: Path, filename: str) -> str: ...
+
+    def file_exists(self, upstream_id: str) -> bool: ...
 
     def download_file(self, upstream_id: str) -> bytes: ...
 
@@ -117,7 +138,7 @@ class Provider(Protocol):
         ...
 
     def list_new_events(self, upstream_id: str, after_event_id: str | None) -> list[UpstreamEvent]:
-        """Events newer than ``after_event_id``, oldest first."""
+        """Events newer than ``after_event_id``, oldest first (a bounded number per call)."""
         ...
 
     def list_checkpoints(self, upstream_id: str) -> list[UpstreamCheckpoint]: ...
@@ -128,12 +149,6 @@ class Provider(Protocol):
 
     def resume_job(self, upstream_id: str) -> UpstreamJob: ...
 
-    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def chat_completion_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]: ...
-
-    def completion(self, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    def list_models(self) -> list[dict[str, Any]]: ...
-
-    def moderate(self, inputs: list[str], model: str) -> list[dict[str, Any]]: ...
+# Kept for callers that need a fine-tuning provider by its old name.
+Provider = FineTuningProvider

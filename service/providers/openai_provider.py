@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 from openai import OpenAI
 
@@ -25,9 +26,11 @@ from service.providers.base import (
     UpstreamEvent,
     UpstreamJob,
 )
+from service.providers.streaming import chunks_from_raw
 
 FTQ_JOB_TAG = "ftq_job_id"
 _EVENTS_PAGE = 100
+_MAX_EVENT_PAGES = 20  # 2,000 events a poll at most; the rest comes at the next one
 # 429 codes that will not clear within seconds (daily caps, exhausted credit).
 _NON_TRANSIENT_429_CODES = {
     "insufficient_quota",
@@ -118,7 +121,10 @@ def _job(obj: Any) -> UpstreamJob:
     )
 
 
-class OpenAIProvider:
+class OpenAIInference:
+    """Inference through an OpenAI-compatible server: all that ftq's own inference server
+    (or vLLM) offers, and what every fine-tuning provider offers too."""
+
     name = "openai"
 
     def __init__(self, credentials: OpenAICredentials, *, timeout: float, max_retries: int) -> None:
@@ -138,6 +144,51 @@ class OpenAIProvider:
             return fn(*args, **kwargs)
         except openai.OpenAIError as exc:
             raise translate_error(exc) from exc
+
+    # Inference and screening ---------------------------------------------------------------
+    def _chat_params(self, body: dict[str, Any]) -> dict[str, Any]:
+        # Pass fields through untouched: whatever the caller's SDK sent, the upstream sees.
+        rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        return {"model": body["model"], "messages": body["messages"], "extra_body": rest}
+
+    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        result = self._call(self._client.chat.completions.create, **self._chat_params(body))
+        return result.model_dump(exclude_unset=True)
+
+    def chat_completion_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # Raw first: an upstream may answer a stream request with plain JSON (streaming.py).
+        raw = self._call(
+            self._client.chat.completions.with_raw_response.create,
+            stream=True,
+            **self._chat_params(body),
+        )
+        try:
+            yield from chunks_from_raw(raw, object_type="chat.completion")
+        except (openai.OpenAIError, httpx2.HTTPError) as exc:
+            raise translate_error(exc) from exc
+
+    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        rest = {k: v for k, v in body.items() if k not in ("model", "prompt", "stream")}
+        result = self._call(
+            self._client.completions.create,
+            model=body["model"],
+            prompt=body["prompt"],
+            extra_body=rest,
+        )
+        return result.model_dump(exclude_unset=True)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [m.model_dump() for m in self._call(self._client.models.list).data]
+
+    def moderate(self, inputs: list[str], model: str) -> list[dict[str, Any]]:
+        result = self._call(self._client.moderations.create, input=inputs, model=model)
+        return [r.model_dump(by_alias=True) for r in result.results]
+
+
+class OpenAIProvider(OpenAIInference):
+    """Fine-tuning through the official SDK: OpenAI, Azure OpenAI, compatible base URLs."""
+
+    name = "openai"
 
     # Files -----------------------------------------------------------------------------
     def find_uploaded_file(self, marker: str) -> str | None:
@@ -173,6 +224,16 @@ class OpenAIProvider:
                 self._client.files.create, file=(filename, handle), purpose="fine-tune"
             )
         return str(created.id)
+
+    def file_exists(self, upstream_id: str) -> bool:
+        """Whether an earlier upload is still there (a provider account can lose files)."""
+        try:
+            self._call(self._client.files.retrieve, upstream_id)
+        except ProviderError as error:
+            if error.kind == ErrorKind.not_found:
+                return False
+            raise
+        return True
 
     def download_file(self, upstream_id: str) -> bytes:
         return bytes(self._call(self._client.files.content, upstream_id).read())
@@ -218,18 +279,27 @@ class OpenAIProvider:
     def list_new_events(self, upstream_id: str, after_event_id: str | None) -> list[UpstreamEvent]:
         # The API lists newest first and pages towards older events, so walk back until
         # the newest event we already hold, then return the new ones oldest first.
+        # A provider whose cursor does not move (or that claims more pages forever) must not
+        # turn one poll into an endless loop: pages are capped, and a page that brings no
+        # event we have not seen ends the walk. The rest arrives at the next poll.
         collected: list[UpstreamEvent] = []
+        seen: set[str] = set()
         cursor: str | None = None
-        while True:
+        for _ in range(_MAX_EVENT_PAGES):
             kwargs: dict[str, Any] = {"limit": _EVENTS_PAGE}
             if cursor:
                 kwargs["after"] = cursor
             page = self._call(self._client.fine_tuning.jobs.list_events, upstream_id, **kwargs)
             reached_known = False
+            fresh = 0
             for item in page.data:
                 if item.id == after_event_id:
                     reached_known = True
                     break
+                if item.id in seen:
+                    continue
+                seen.add(item.id)
+                fresh += 1
                 collected.append(
                     UpstreamEvent(
                         id=item.id,
@@ -240,7 +310,9 @@ class OpenAIProvider:
                         data=item.data if isinstance(item.data, dict) else None,
                     )
                 )
-            if reached_known or not page.has_more or not page.data:
+            if reached_known or not page.has_more or not page.data or not fresh:
+                break
+            if page.data[-1].id == cursor:
                 break
             cursor = page.data[-1].id
         collected.reverse()
@@ -267,40 +339,3 @@ class OpenAIProvider:
 
     def resume_job(self, upstream_id: str) -> UpstreamJob:
         return _job(self._call(self._client.fine_tuning.jobs.resume, upstream_id))
-
-    # Inference and screening ---------------------------------------------------------------
-    def _chat_params(self, body: dict[str, Any]) -> dict[str, Any]:
-        # Pass fields through untouched: whatever the caller's SDK sent, the upstream sees.
-        rest = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
-        return {"model": body["model"], "messages": body["messages"], "extra_body": rest}
-
-    def chat_completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        result = self._call(self._client.chat.completions.create, **self._chat_params(body))
-        return result.model_dump(exclude_unset=True)
-
-    def chat_completion_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        stream = self._call(
-            self._client.chat.completions.create, stream=True, **self._chat_params(body)
-        )
-        try:
-            for chunk in stream:
-                yield chunk.model_dump(exclude_unset=True)
-        except openai.OpenAIError as exc:
-            raise translate_error(exc) from exc
-
-    def completion(self, body: dict[str, Any]) -> dict[str, Any]:
-        rest = {k: v for k, v in body.items() if k not in ("model", "prompt", "stream")}
-        result = self._call(
-            self._client.completions.create,
-            model=body["model"],
-            prompt=body["prompt"],
-            extra_body=rest,
-        )
-        return result.model_dump(exclude_unset=True)
-
-    def list_models(self) -> list[dict[str, Any]]:
-        return [m.model_dump() for m in self._call(self._client.models.list).data]
-
-    def moderate(self, inputs: list[str], model: str) -> list[dict[str, Any]]:
-        result = self._call(self._client.moderations.create, input=inputs, model=model)
-        return [r.model_dump(by_alias=True) for r in result.results]

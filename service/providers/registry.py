@@ -17,9 +17,10 @@ from service.db import session_scope
 from service.metrics import MeteredCalls
 from service.providers import credentials as team_credentials
 from service.providers.azure_provider import AzureCredentials, AzureOpenAIProvider
-from service.providers.base import Provider
+from service.providers.base import FineTuningProvider, InferenceProvider, Provider
 from service.providers.openai_provider import OpenAICredentials, OpenAIProvider
 
+LOCAL_ACCOUNT = "local"
 # The sandbox accepts any bearer token; this one only ever goes to it.
 SANDBOX_API_KEY = "sandbox"
 
@@ -79,14 +80,26 @@ def provider_for_team(session: Session, team_id: str, settings: Settings | None 
 
 def provider_for_account(
     account: str, settings: Settings | None = None, *, session: Session | None = None
-) -> Provider:
-    """The provider a job was created under. Pass ``session`` when already inside one: on
-    SQLite a second transaction would wait for the first one's write lock."""
+) -> InferenceProvider:
+    """The provider (for inference and screening) a job was created under. Pass ``session``
+    when already inside one: on SQLite a second transaction would wait for the first one's
+    write lock."""
     settings = settings or get_settings()
-    if account == "local":
+    if account == LOCAL_ACCOUNT:
         from service.providers.local.provider import local_provider
 
         return local_provider(settings)
+    return fine_tuning_provider_for_account(account, settings, session=session)
+
+
+def fine_tuning_provider_for_account(
+    account: str, settings: Settings | None = None, *, session: Session | None = None
+) -> FineTuningProvider:
+    """The managed fine-tuning API behind ``account``; LookupError for ftq's own trainer,
+    which has none."""
+    settings = settings or get_settings()
+    if account == LOCAL_ACCOUNT:
+        raise LookupError("the local provider has no fine-tuning API; the local runner trains")
     provider = default_provider(settings)
     if provider.account == account:
         return provider

@@ -6,14 +6,15 @@ import socket
 
 from celery import Task
 
-from service.jobs import results, submission, tracking
+from service.jobs import admission, results, submission, tracking
+from service.jobs.runners import all_runners
 from workers.app import app
 
 
 @app.task(name="jobs.submit", bind=True, max_retries=None)
 def submit_job(self: Task, job_id: str) -> None:
     try:
-        submission.submit(job_id, owner=f"submit:{self.request.id}")
+        admission.submit(job_id, owner=f"submit:{self.request.id}")
     except submission.RetryLater as later:
         # If this retry message is lost too, the reconciler re-enqueues the job.
         raise self.retry(countdown=later.seconds) from later
@@ -24,6 +25,12 @@ def poll_job(job_id: str, owner: str) -> None:
     tracking.poll(job_id, owner)
 
 
+@app.task(name="jobs.poll_now")
+def poll_job_now(job_id: str) -> None:
+    """A change the provider must hear about at once (a cancel): poll outside the sweep."""
+    tracking.poll_now(job_id)
+
+
 @app.task(name="jobs.sweep", expires=30)
 def sweep_jobs() -> int:
     return len(tracking.sweep(owner_prefix=f"poll:{socket.gethostname()}"))
@@ -31,7 +38,8 @@ def sweep_jobs() -> int:
 
 @app.task(name="jobs.reconcile", expires=60)
 def reconcile_jobs() -> int:
-    return len(tracking.reconcile())
+    """Every runner's lost work: submissions, result imports, training runs."""
+    return sum(len(runner.reconcile()) for runner in all_runners())
 
 
 @app.task(name="jobs.admit", expires=30)

@@ -1,8 +1,8 @@
 """Thin tasks for the local provider.
 
 ``training.run`` is routed to the ``training`` queue, served by GPU workers started with
-``-Q training --concurrency 1`` (one run per device). The local reconciler is named
-``jobs.*`` on purpose: it must run on the ordinary queue, never behind a days-long run.
+``-Q training --concurrency 1`` (one run per device). Lost runs are re-enqueued by
+``jobs.reconcile`` (every runner's), on the ordinary queue, never behind a days-long run.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Task
 
 from service.config import get_settings
-from service.providers.local import jobs as local_jobs
+from service.jobs.runners import local as local_jobs
 from workers.app import app
 
 _limit = get_settings().local.task_time_limit_seconds
@@ -26,8 +26,3 @@ _limit = get_settings().local.task_time_limit_seconds
 )
 def run_training(self: Task, job_id: str) -> None:
     local_jobs.run(job_id, owner=f"train:{self.request.id}")
-
-
-@app.task(name="jobs.reconcile_local", expires=60)
-def reconcile_local() -> int:
-    return len(local_jobs.reconcile())

@@ -1,8 +1,8 @@
-"""Local jobs: ftq trains open-weight models itself, on its ``training`` queue.
+"""The local runner: ftq trains open-weight models itself, on its ``training`` queue.
 
-The job pipeline is the openai provider's up to the capacity gate (validation, conversion,
-fair queue); then, instead of an upload and an upstream create, ``start`` moves the job to
-stage ``training`` and enqueues ``training.run``. A training worker claims the job with a
+Admission is the same as for every job (reports, conversion, fair queue); once admitted, the
+job moves to stage ``training`` and ``training.run`` is enqueued instead of an upload and an
+upstream create. A training worker claims the job with a
 lease (compare-and-set), renews it from a heartbeat thread while it trains, and writes
 events, checkpoints and the result straight into the database. A worker that dies leaves a
 lease that lapses; ``reconcile`` then hands the job to another worker, whose trainer resumes
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +24,27 @@ import sqlalchemy as sa
 import structlog
 from sqlmodel import Session, col, select
 
-from service import ids
+from service import ids, leases
 from service.config import Settings, get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
 from service.errors import InvalidRequest
 from service.files.models import File
 from service.files.service import file_path
-from service.jobs import failures
+from service.jobs import failures, lifecycle
+from service.jobs.lifecycle import Outcome
 from service.jobs.models import (
-    SUBMISSION_STAGES,
     TERMINAL_STATUSES,
     FineTuningJob,
     JobCheckpoint,
     JobStage,
     JobStatus,
 )
-from service.jobs.schemas import LOCAL_METHOD_TYPES, CreateJobInput
-from service.jobs.transitions import add_checkpoint, add_event, set_status
+from service.jobs.runners.base import ProviderRef
+from service.jobs.schemas import CreateJobInput
+from service.jobs.transitions import add_checkpoint, add_event
 from service.providers.local.naming import fine_tuned_model_name
-from service.providers.local.spec import TRAINING_METHOD, Hyperparameters, TrainingMethod
+from service.providers.local.requests import LOCAL_METHOD_TYPES, training_method
 from service.providers.local.trainer import TrainingCallbacks
 from service.tenants.models import Team
 
@@ -66,14 +66,6 @@ TRAINING_ERROR = failures.FailureCode(
     "Training failed on the worker; a lower learning_rate_multiplier may help, and operators "
     "have the logs.",
 )
-
-
-@dataclass(frozen=True)
-class ProviderRef:
-    """What job creation records about the provider: its name and account."""
-
-    name: str
-    account: str
 
 
 LOCAL_PROVIDER = ProviderRef(LOCAL, LOCAL)
@@ -132,49 +124,12 @@ def check_request(request: CreateJobInput, settings: Settings | None = None) -> 
         ) from exc
 
 
-def training_method(
-    method: dict[str, Any] | None, hyperparameters: dict[str, Any] | None
-) -> tuple[TrainingMethod, Hyperparameters]:
-    """The trainer's method and hyperparameters for a job's stored ``method``.
-
-    ``supervised`` (OpenAI's default) means full fine-tuning here.
-    """
-    method = method or {"type": "supervised"}
-    kind = method.get("type", "supervised")
-    if kind not in LOCAL_METHOD_TYPES | {"supervised"}:
-        raise ValueError(f"method '{kind}' is not supported (use full, freeze, lora or supervised)")
-    section = dict(method.get(kind) or {})
-    hyper = section.pop("hyperparameters", None) or hyperparameters or {}
-    if kind == "supervised":
-        kind, section = "full", {}
-    spec_method = TRAINING_METHOD.validate_python({"type": kind, **section})
-    return spec_method, Hyperparameters(**{k: v for k, v in hyper.items() if v is not None})
-
-
 # Submission and cancel ----------------------------------------------------------------------
-def start(job_id: str) -> None:
-    """Called by submission once the job holds a capacity slot: queue it for training."""
-    settings = get_settings()
-    with session_scope() as session:
-        job = session.get(FineTuningJob, job_id, with_for_update=True)
-        if job is None or job.provider != LOCAL or job.stage != JobStage.uploading:
-            return  # started already, or cancelled meanwhile
-        job.stage = JobStage.training
-        job.next_poll_at = utcnow() + dt.timedelta(seconds=settings.local.requeue_seconds)
-        job.updated_at = utcnow()
-        session.add(job)
-        set_status(session, job, JobStatus.queued)
-        add_event(session, job, "Queued for a local training worker.")
-        enqueue(RUN_TASK, job.id)
-
-
-def _leased(job: FineTuningJob, now: dt.datetime) -> bool:
-    expires = job.lease_expires_at
-    if expires is None:
-        return False
-    if expires.tzinfo is None:  # SQLite hands back naive datetimes
-        expires = expires.replace(tzinfo=dt.UTC)
-    return expires > now
+def admit(session: Session, job: FineTuningJob) -> None:
+    """The job holds a capacity slot: queue it for a training worker."""
+    job.next_poll_at = utcnow() + dt.timedelta(seconds=get_settings().local.requeue_seconds)
+    lifecycle.move(session, job, "admit_local", message="Queued for a local training worker.")
+    enqueue(RUN_TASK, job.id)
 
 
 def cancel_requested(session: Session, job: FineTuningJob) -> FineTuningJob:
@@ -183,24 +138,16 @@ def cancel_requested(session: Session, job: FineTuningJob) -> FineTuningJob:
     A job no worker is training is cancelled at once; a running one is stopped by its worker
     before the next step.
     """
-    running = job.stage == JobStage.training and _leased(job, utcnow())
+    running = job.stage == JobStage.training and leases.is_held(job.lease_expires_at)
     if running:
         session.add(job)
         add_event(session, job, "Cancellation requested; training stops before the next step.")
         return job
-    if job.stage in SUBMISSION_STAGES or job.stage in (JobStage.waiting, JobStage.training):
-        set_status(session, job, JobStatus.cancelled)
-        add_event(session, job, "Job cancelled before a training worker ran it.")
+    lifecycle.cancel(session, job, "Job cancelled before a training worker ran it.")
     return job
 
 
 # Claim and reconcile ------------------------------------------------------------------------
-def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        col(FineTuningJob.lease_expires_at).is_(None), col(FineTuningJob.lease_expires_at) < now
-    )
-
-
 def _runnable(job_id: str | None = None) -> list[sa.ColumnElement[bool]]:
     clauses = [
         col(FineTuningJob.provider) == LOCAL,
@@ -223,7 +170,7 @@ def reconcile() -> list[str]:
                 select(FineTuningJob.id)
                 .where(
                     *_runnable(),
-                    _not_leased(now),
+                    leases.not_leased(FineTuningJob, now),
                     sa.or_(
                         col(FineTuningJob.next_poll_at).is_(None),
                         col(FineTuningJob.next_poll_at) <= now,
@@ -276,34 +223,32 @@ def claim(job_id: str, owner: str) -> Claim | None:
     settings = get_settings()
     now = utcnow()
     with session_scope() as session:
-        result = session.execute(
-            sa.update(FineTuningJob)
-            .where(*_runnable(job_id), _not_leased(now))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + dt.timedelta(seconds=settings.local.lease_seconds),
-                attempts=FineTuningJob.attempts + 1,
-                next_poll_at=None,
-                updated_at=now,
-            )
+        taken = leases.claim(
+            session,
+            FineTuningJob,
+            job_id,
+            owner,
+            settings.local.lease_seconds,
+            where=tuple(_runnable(job_id)),
+            values={
+                "attempts": FineTuningJob.attempts + 1,
+                "next_poll_at": None,
+                "updated_at": now,
+            },
         )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
+        if not taken:
             return None
         job = session.get(FineTuningJob, job_id, populate_existing=True)
         assert job is not None
         if job.cancel_requested:
-            _release(job)
-            set_status(session, job, JobStatus.cancelled)
-            add_event(session, job, "Job cancelled before a training worker ran it.")
+            lifecycle.cancel(session, job, "Job cancelled before a training worker ran it.")
             return None
         if job.attempts > settings.max_submit_attempts:
             job.error = failures.job_error(
                 failures.WORKER_LOST,
                 f"Training was started {job.attempts - 1} times and never finished.",
             )
-            _release(job)
-            set_status(session, job, JobStatus.failed)
-            add_event(session, job, job.error["message"], level="error")
+            lifecycle.fail(session, job, job.error)
             return None
         team = session.get(Team, job.team_id)
         training = session.get(File, job.converted_training_file_id or job.training_file_id)
@@ -312,7 +257,7 @@ def claim(job_id: str, owner: str) -> Claim | None:
         model_name = fine_tuned_model_name(
             job.model, team.name if team else job.team_id, job.suffix, job.id
         )
-        set_status(session, job, JobStatus.running)
+        lifecycle.move(session, job, "start_training")
         return Claim(
             job_id=job.id,
             model=job.model,
@@ -326,59 +271,15 @@ def claim(job_id: str, owner: str) -> Claim | None:
         )
 
 
-def _release(job: FineTuningJob) -> None:
-    job.lease_owner = None
-    job.lease_expires_at = None
-
-
 class LeaseLost(Exception):
     """Another worker holds the job now (ours lapsed): stop without touching it."""
 
 
 # Running ------------------------------------------------------------------------------------
-class _Heartbeat:
-    """Renews the lease from its own thread, so a long step, evaluation or checkpoint write
-    never lets it lapse while the worker is alive."""
-
-    def __init__(self, job_id: str, owner: str, lease: float, every: float) -> None:
-        self.job_id, self.owner, self.lease, self.every = job_id, owner, lease, every
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ftq-lease", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                if not renew_lease(self.job_id, self.owner, self.lease):
-                    self.lost.set()
-                    return
-            except Exception:  # a database blip: try again next beat, the lease has slack
-                log.warning("lease_renewal_failed", job_id=self.job_id, exc_info=True)
-
-
-def renew_lease(job_id: str, owner: str, seconds: float) -> bool:
-    now = utcnow()
-    with session_scope() as session:
-        result = session.execute(
-            sa.update(FineTuningJob)
-            .where(col(FineTuningJob.id) == job_id, col(FineTuningJob.lease_owner) == owner)
-            .values(lease_expires_at=now + dt.timedelta(seconds=seconds))
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
 class JobCallbacks(TrainingCallbacks):
     """The trainer's callbacks for one job: events, checkpoints, cancel and lease checks."""
 
-    def __init__(self, claim: Claim, owner: str, heartbeat: _Heartbeat) -> None:
+    def __init__(self, claim: Claim, owner: str, heartbeat: leases.Heartbeat) -> None:
         self.claim = claim
         self.owner = owner
         self.heartbeat = heartbeat
@@ -488,7 +389,7 @@ def _finish(job_id: str, owner: str, apply: Any) -> bool:
         job = session.get(FineTuningJob, job_id, with_for_update=True)
         if job is None or job.lease_owner != owner or job.status in TERMINAL_STATUSES:
             return False
-        _release(job)
+        leases.clear(job)
         apply(session, job)
         session.add(job)
         return True
@@ -498,9 +399,9 @@ def _fail(
     job_id: str, owner: str, code: failures.FailureCode, message: str, param: str | None = None
 ) -> None:
     def apply(session: Session, job: FineTuningJob) -> None:
-        job.error = failures.job_error(code, message, param=param)
-        set_status(session, job, JobStatus.failed)
-        add_event(session, job, message, level="error")
+        lifecycle.fail(
+            session, job, failures.job_error(code, message, param=param), message=message
+        )
 
     _finish(job_id, owner, apply)
 
@@ -519,8 +420,12 @@ def run(job_id: str, owner: str) -> None:
         return
     structlog.contextvars.bind_contextvars(job_id=job_id)
     settings = get_settings()
-    with _Heartbeat(
-        job_id, owner, settings.local.lease_seconds, settings.local.heartbeat_seconds
+    with leases.Heartbeat(
+        FineTuningJob,
+        job_id,
+        owner,
+        seconds=settings.local.lease_seconds,
+        every=settings.local.heartbeat_seconds,
     ) as heartbeat:
         try:
             _train(claimed, owner, settings, heartbeat)
@@ -528,7 +433,7 @@ def run(job_id: str, owner: str) -> None:
             log.warning("local_training_lease_lost", job_id=job_id)
 
 
-def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat) -> None:
+def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Heartbeat) -> None:
     # Torch, transformers and peft load here only: the API never imports them.
     from service.providers.local.checkpoints import CheckpointMismatch
     from service.providers.local.data import DatasetError
@@ -575,8 +480,7 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat
         steps = cancelled.completed_steps
 
         def mark_cancelled(session: Session, job: FineTuningJob) -> None:
-            set_status(session, job, JobStatus.cancelled)
-            add_event(session, job, f"Training cancelled after {steps} steps.")
+            lifecycle.cancel(session, job, f"Training cancelled after {steps} steps.")
 
         _finish(job_id, owner, mark_cancelled)
         return
@@ -596,8 +500,6 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat
         return
 
     def succeed(session: Session, job: FineTuningJob) -> None:
-        job.fine_tuned_model = claimed.model_name
-        job.trained_tokens = result.trained_tokens
         job.hyperparameters = _resolved_hyperparameters(result.final_dir) or job.hyperparameters
         add_event(
             session,
@@ -613,8 +515,16 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: _Heartbeat
             },
         )
         add_event(session, job, f"New fine-tuned model created: {claimed.model_name}")
-        set_status(session, job, JobStatus.succeeded)
-        add_event(session, job, "The job has successfully completed.")
+        lifecycle.finish(
+            session,
+            job,
+            Outcome(
+                JobStatus.succeeded,
+                fine_tuned_model=claimed.model_name,
+                trained_tokens=result.trained_tokens,
+                message="The job has successfully completed.",
+            ),
+        )
 
     _finish(job_id, owner, succeed)
 
@@ -646,3 +556,39 @@ def model_dir_for(session: Session, model: str, settings: Settings | None = None
         return None
     path = final_dir(job.id, settings)
     return path if path.is_dir() else None
+
+
+class LocalRunner:
+    """ftq's own trainer: admission queues a training run; the worker reports back."""
+
+    name = LOCAL
+
+    def check_request(self, session: Session, team_id: str, request: CreateJobInput) -> ProviderRef:
+        check_request(request)
+        return LOCAL_PROVIDER
+
+    def admit(self, session: Session, job: FineTuningJob, *, inline: bool = False) -> None:
+        admit(session, job)
+
+    def start(self, job_id: str, owner: str) -> None:
+        """Nothing to upload or create: ``admit`` already queued the training run."""
+
+    def cancel(self, session: Session, job: FineTuningJob) -> FineTuningJob:
+        return cancel_requested(session, job)
+
+    def control(self, session: Session, job: FineTuningJob, action: str) -> FineTuningJob:
+        raise InvalidRequest(
+            f"Job {job.id} trains on ftq's own workers, which cannot pause a run; cancel it "
+            "instead (its checkpoints stay listed).",
+            param="fine_tuning_job_id",
+            code="invalid_job_state",
+        )
+
+    def reconcile(self) -> list[str]:
+        return reconcile()
+
+    def estimate_cost(self, training: File, job: FineTuningJob) -> float | None:
+        return None  # ftq's own workers: no per-token bill
+
+    def actual_cost(self, job: FineTuningJob) -> float | None:
+        return 0.0 if job.trained_tokens else None
