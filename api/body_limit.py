@@ -7,6 +7,9 @@ arrives and refused the moment it passes the limit. Bodies under the limit are h
 and handed on whole, so a refusal never reaches a half-read request. ``POST /v1/files``
 keeps its own streamed limit (``api.uploads``), checked while the file goes to disk.
 
+A non-empty body under /v1 (uploads aside) must be JSON: any other Content-Type, or none,
+is a 415 that says so, instead of a body parsed as something else or silently ignored.
+
 A path or query string carrying NUL or other control characters (``%00``) is refused with
 400 here: no id, cursor or filter contains one, and Postgres refuses them in text.
 """
@@ -19,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.idempotency import send_json
 from service.config import get_settings
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.errors import FtqError, InvalidRequest, PayloadTooLarge
 
 UPLOAD_ROUTES = frozenset({("POST", "/v1/files")})
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -45,6 +48,32 @@ def _too_large(limit: int, setting: str) -> PayloadTooLarge:
         f"The request body is larger than this route accepts ({limit} bytes; "
         f"operators set it with {setting}).",
         code="request_too_large",
+    )
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type":
+            return str(value.decode("latin-1"))
+    return ""
+
+
+def _is_json(scope: Scope) -> bool:
+    media_type = _content_type(scope).split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+class UnsupportedMediaType(FtqError):
+    status_code = 415
+    default_code = "unsupported_content_type"
+
+
+def _not_json(scope: Scope) -> FtqError:
+    sent = _content_type(scope)
+    return UnsupportedMediaType(
+        "The request body must be JSON sent with 'Content-Type: application/json'; this "
+        f"request sent {f'Content-Type {sent[:100]!r}' if sent else 'no Content-Type'} "
+        "(curl -d sends form encoding unless given -H 'Content-Type: application/json')."
     )
 
 
@@ -91,6 +120,10 @@ class RequestGuardMiddleware:
             messages.append(message)
             if not message.get("more_body", False):
                 break
+
+        if size and scope["path"].startswith("/v1/") and not _is_json(scope):
+            await send_json(send, 415, _not_json(scope).to_body())
+            return
 
         async def replay() -> Message:
             if messages:

@@ -25,6 +25,12 @@ ALL_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "eval
 
 
 def _check_upload(filename: str, purpose: str, staged: StagedUpload) -> None:
+    if not purpose:
+        raise InvalidRequest(
+            "Missing required parameter: 'purpose' (send purpose=fine-tune with the file).",
+            param="purpose",
+            code="missing_required_parameter",
+        )
     if purpose not in ALL_PURPOSES:
         raise InvalidRequest(
             f"'{purpose}' is not one of {list(ALL_PURPOSES)} - 'purpose'", param="purpose"
