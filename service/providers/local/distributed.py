@@ -220,8 +220,9 @@ def _outcome(
     missing = [rank for rank, marker in exits.items() if marker is None]
     if missing:
         raise TrainingProcessFailed(
-            f"training process(es) of rank {', '.join(map(str, missing))} died after step "
-            f"{last_step} (torchrun exit {returncode}): {_log_tail(files.log)}",
+            f"training processes ended without reporting (rank {', '.join(map(str, missing))}; "
+            f"one died after step {last_step}, torchrun stopped the rest; exit "
+            f"{returncode}): {_log_tail(files.log)}",
             completed_steps=last_step,
         )
     if failed:
