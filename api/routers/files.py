@@ -10,16 +10,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader, Writer
+from api.pagination import ListObject, page
 from api.uploads import read_upload
 from service.db import session_scope
 from service.files import derived, reports
 from service.files import service as files
 from service.files.storage import get_storage
+from service.files.wire import (
+    FileDeletedObject,
+    FileObject,
+    FileSampleList,
+    FileSplitObject,
+    FileValidationObject,
+)
+from service.jobs import service as jobs
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("")
+@router.post("", response_model=FileObject)
 async def upload_file(request: Request, principal: Writer) -> dict[str, Any]:
     parsed = await read_upload(request, get_storage())
     assert parsed.staged is not None
@@ -38,7 +47,7 @@ async def upload_file(request: Request, principal: Writer) -> dict[str, Any]:
     return await run_in_threadpool(store)
 
 
-@router.get("")
+@router.get("", response_model=ListObject[FileObject])
 def list_files(
     principal: Reader,
     purpose: str | None = None,
@@ -50,30 +59,29 @@ def list_files(
         rows, has_more = files.list_files(
             session, principal.team_id, purpose=purpose, limit=limit, after=after, order=order
         )
-        data = [files.file_object(r) for r in rows]
-    return {
-        "object": "list",
-        "data": data,
-        "has_more": has_more,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-    }
+        return page([files.file_object(r) for r in rows], has_more)
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=FileObject)
 def retrieve_file(file_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return files.file_object(files.get_file(session, principal.team_id, file_id))
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", response_model=FileDeletedObject)
 def delete_file(file_id: str, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
+        files.get_file(session, principal.team_id, file_id)  # another team's id: 404 first
+        jobs.refuse_delete_in_use(session, principal.team_id, file_id)
         record = files.delete_file(session, principal.team_id, file_id)
         return {"id": record.id, "object": "file", "deleted": True}
 
 
-@router.get("/{file_id}/content")
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The bytes."}},
+)
 def file_content(file_id: str, principal: Reader) -> FileResponse:
     with session_scope() as session:
         record = files.get_file(session, principal.team_id, file_id)
@@ -82,7 +90,7 @@ def file_content(file_id: str, principal: Reader) -> FileResponse:
     )
 
 
-@router.get("/{file_id}/validation")
+@router.get("/{file_id}/validation", response_model=FileValidationObject)
 def file_validation(
     file_id: str,
     principal: Reader,
@@ -114,7 +122,7 @@ class ConvertRequest(BaseModel):
     system_prompt: str | None = Field(None, max_length=100_000)
 
 
-@router.post("/{file_id}/split")
+@router.post("/{file_id}/split", response_model=FileSplitObject)
 def split_file(file_id: str, principal: Writer, body: SplitRequest | None = None) -> dict[str, Any]:
     body = body or SplitRequest()
     with session_scope() as session:
@@ -135,7 +143,7 @@ def split_file(file_id: str, principal: Writer, body: SplitRequest | None = None
         }
 
 
-@router.post("/{file_id}/convert")
+@router.post("/{file_id}/convert", response_model=FileObject)
 def convert_file(
     file_id: str, principal: Writer, body: ConvertRequest | None = None
 ) -> dict[str, Any]:
@@ -147,7 +155,7 @@ def convert_file(
         return files.file_object(converted)
 
 
-@router.get("/{file_id}/sample")
+@router.get("/{file_id}/sample", response_model=FileSampleList)
 def sample_file(
     file_id: str,
     principal: Reader,

@@ -47,6 +47,11 @@ PROVIDER_UNAVAILABLE = FailureCode(
 PROVIDER_INTERNAL = FailureCode(
     "provider_internal", "The provider failed internally; create the job again later."
 )
+INVALID_REQUEST = FailureCode(
+    "invalid_request",
+    "The provider refused the job as asked (see provider_error); fix the request and create a "
+    "new job — retrying the same request will not help.",
+)
 WORKER_LOST = FailureCode(
     "worker_lost", "ftq's workers failed to submit this job repeatedly; operators have the logs."
 )
@@ -86,6 +91,9 @@ def classify(error: ProviderError) -> FailureCode:
         return PROVIDER_INTERNAL
     if error.param in ("training_file", "validation_file"):
         return DATA_FORMAT
+    if error.status_code is not None and 400 <= error.status_code < 500:
+        # The provider said the request is wrong: the caller's to fix, not "try later".
+        return INVALID_REQUEST
     return PROVIDER_INTERNAL
 
 
@@ -109,9 +117,10 @@ def job_error_from_upstream(error: dict[str, Any]) -> dict[str, Any]:
     code = error.get("code")
     failure = _BY_PROVIDER_CODE.get(code or "")
     if failure is None:
-        failure = (
-            DATA_FORMAT
-            if error.get("param") in ("training_file", "validation_file")
-            else PROVIDER_INTERNAL
-        )
+        if error.get("param") in ("training_file", "validation_file"):
+            failure = DATA_FORMAT
+        elif code in ("invalid_request_error", "invalid_value", "invalid_hyperparameters"):
+            failure = INVALID_REQUEST
+        else:
+            failure = PROVIDER_INTERNAL
     return job_error(failure, error.get("message") or "", param=error.get("param"), raw=error)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Auto = Literal["auto"]
 BatchSize = Annotated[int, Field(ge=1, le=256)] | Auto
-LearningRate = Annotated[float, Field(gt=0)] | Auto
+LearningRate = Annotated[float, Field(gt=0, allow_inf_nan=False)] | Auto
 Epochs = Annotated[int, Field(ge=1, le=50)] | Auto
 
 
@@ -76,6 +76,21 @@ class Method(BaseModel):
     freeze: FreezeMethod | None = None
     lora: LoraMethod | None = None
 
+    @model_validator(mode="after")
+    def _one_section_of_its_type(self) -> Method:
+        # A section for another type would be silently ignored: say so instead.
+        for name in ("supervised", "dpo", "reinforcement", "full", "freeze", "lora"):
+            if name != self.type and getattr(self, name) is not None:
+                raise ValueError(f"method.{name} is given but method.type is '{self.type}'")
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method.reinforcement.grader is required for reinforcement")
+        return self
+
+    def section_hyperparameters(self) -> dict[str, Any]:
+        section = getattr(self, self.type, None)
+        hyper = getattr(section, "hyperparameters", None) if section is not None else None
+        return hyper.model_dump(exclude_none=True) if hyper is not None else {}
+
 
 class WandbIntegration(BaseModel):
     project: str
@@ -105,6 +120,42 @@ class CreateJobInput(BaseModel):
     priority: Annotated[int, Field(ge=-10, le=10)] = 0
     # ftq extension (send with extra_body): where it trains; None: the team's default.
     provider: Literal["openai", "local"] | None = None
+    # ftq extension (send with extra_body): the evaluation gate run when training succeeds,
+    # {"eval_id", "gate": {"criterion", "min_delta"}, "checkpoints"}; checked at create.
+    evaluation: dict[str, Any] | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix_characters(cls, value: str | None) -> str | None:
+        # The suffix becomes part of ft:{base}:{org}:{suffix}:{id}: a colon, a space or a
+        # control character would make a model name no client can parse back.
+        if value is not None and any(c == ":" or c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("suffix may not contain ':', spaces or control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _hyperparameters_agree(self) -> CreateJobInput:
+        """Top-level ``hyperparameters`` (deprecated) and the method's own must not disagree:
+        the job would show one value and train with the other."""
+        if self.hyperparameters is None or self.method is None:
+            return self
+        top = self.hyperparameters.model_dump(exclude_none=True)
+        if self.method.type not in ("supervised", "full", "freeze", "lora"):
+            if top:
+                raise ValueError(
+                    f"hyperparameters apply to supervised fine-tuning only; give them in "
+                    f"method.{self.method.type}.hyperparameters"
+                )
+            return self
+        inner = self.method.section_hyperparameters()
+        clashes = sorted(k for k in top.keys() & inner.keys() if top[k] != inner[k])
+        if clashes:
+            raise ValueError(
+                "hyperparameters and method."
+                f"{self.method.type}.hyperparameters disagree on {', '.join(clashes)}; "
+                "give them once, in method"
+            )
+        return self
 
     @field_validator("metadata")
     @classmethod

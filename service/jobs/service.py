@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from service import ids
 from service.db import utcnow
 from service.dispatch import enqueue
-from service.errors import InvalidRequest, NotFound
+from service.errors import Conflict, InvalidRequest, NotFound
 from service.files.compat import check_fits
 from service.files.models import File
 from service.files.service import FINE_TUNE
@@ -112,6 +112,9 @@ def create_job(
         account=provider.account,
         request_id=request_id,
     )
+    from service.evals.gate import check_config
+
+    job.evaluation_config = check_config(session, team_id, request.evaluation)
     session.add(job)
     session.flush()
     estimate = runner.estimate_cost(training, job)
@@ -265,3 +268,28 @@ def find_model_owner(session: Session, team_id: str, model: str) -> FineTuningJo
         .where(FineTuningJob.team_id == team_id, JobCheckpoint.fine_tuned_model_checkpoint == model)
     ).first()
     return session.get(FineTuningJob, checkpoint.job_id) if checkpoint else None
+
+
+def refuse_delete_in_use(session: Session, team_id: str, file_id: str) -> None:
+    """A file an unfinished job still reads (to upload, train or evaluate) cannot be deleted:
+    409 naming the job, instead of a job stuck holding a slot until its lease gives up."""
+    from sqlalchemy import or_
+
+    user = session.exec(
+        select(FineTuningJob.id).where(
+            FineTuningJob.team_id == team_id,
+            FineTuningJob.stage != JobStage.done,
+            or_(
+                FineTuningJob.training_file_id == file_id,
+                FineTuningJob.validation_file_id == file_id,
+                FineTuningJob.converted_training_file_id == file_id,
+            ),
+        )
+    ).first()
+    if user is not None:
+        raise Conflict(
+            f"File {file_id} is used by fine-tuning job {user}, which has not finished; "
+            "cancel the job or wait for it to end before deleting the file.",
+            param="file_id",
+            code="file_in_use",
+        )

@@ -59,6 +59,10 @@ class _StaleUpload(Exception):
     """The provider no longer has a file ftq uploaded earlier."""
 
 
+class _UploadInFlight(Exception):
+    """Another job is uploading the same content right now: wait for it, do not duplicate."""
+
+
 @dataclass(frozen=True)
 class Claimed:
     job_id: str
@@ -148,6 +152,24 @@ def _announce_upload(account: str, sha256: str) -> None:
         pass  # announced already (an earlier attempt, or another job with the same content)
 
 
+def _take_over_stale(account: str, sha256: str) -> bool:
+    """Take over an announced upload older than a lease (its worker is gone)."""
+    now = utcnow()
+    with session_scope() as session:
+        result = session.execute(
+            sa.update(ProviderFile)
+            .where(
+                col(ProviderFile.account) == account,
+                col(ProviderFile.sha256) == sha256,
+                col(ProviderFile.upstream_file_id).is_(None),
+                col(ProviderFile.created_at)
+                < now - dt.timedelta(seconds=get_settings().lease_seconds),
+            )
+            .values(created_at=now)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def _complete_upload(account: str, sha256: str, upstream_id: str) -> str:
     """Record ``upstream_id`` unless another upload of the same content won; returns the
     id every job should use."""
@@ -193,9 +215,12 @@ def _ensure_uploaded(provider: FineTuningProvider, file_id: str) -> str:
     if known is None:
         _announce_upload(provider.account, sha256)
         upstream_id = None
-    else:
-        # Announced but never completed: a worker died mid-upload. Its copy may be there.
+    elif _take_over_stale(provider.account, sha256):
+        # Announced long ago and never completed: a worker died mid-upload, and its copy
+        # may be at the provider under the content's marker.
         upstream_id = provider.find_uploaded_file(marker)
+    else:
+        raise _UploadInFlight()
     if upstream_id is None:
         upstream_id = provider.upload_file(path, f"{marker}.jsonl")
     return _complete_upload(provider.account, sha256, upstream_id)
@@ -355,6 +380,18 @@ def start(job_id: str, owner: str) -> None:
             return
         what = "Job creation"
         upstream = _create_upstream(claim, owner, provider)
+    except _UploadInFlight:
+        with session_scope() as session:
+            # Waiting for another job's upload is not a failed attempt.
+            leases.release(
+                session,
+                FineTuningJob,
+                job_id,
+                owner,
+                updated_at=utcnow(),
+                attempts=FineTuningJob.attempts - 1,
+            )
+        raise RetryLater(2.0, "the same content is being uploaded by another job") from None
     except _StaleUpload:
         _upload_again(job_id, owner)
         raise _retry_later(

@@ -62,6 +62,11 @@ def test_poll_interval_doubles_while_unchanged_and_resets_on_change() -> None:
         ),
         (ProviderError("x", kind=ErrorKind.permanent, status_code=401), "permission"),
         (ProviderError("x", kind=ErrorKind.transient, status_code=503), "provider_internal"),
+        # A provider 400 (e.g. a reinforcement job without a grader) is the caller's to fix.
+        (
+            ProviderError("x", kind=ErrorKind.permanent, status_code=400, param="method"),
+            "invalid_request",
+        ),
     ],
 )
 def test_provider_errors_map_to_stable_codes(error: ProviderError, code: str) -> None:
@@ -86,3 +91,42 @@ def test_error_param_is_the_field_path_without_union_tags() -> None:
     )
     assert _param_from_loc(("body", "method", "type")) == "method.type"
     assert _param_from_loc(("body",)) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # top-level and method hyperparameters that disagree: the job would show one value
+        # and train with the other
+        {
+            "hyperparameters": {"n_epochs": 3},
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}},
+        },
+        # top-level hyperparameters for a method they do not apply to
+        {"hyperparameters": {"n_epochs": 3}, "method": {"type": "dpo", "dpo": {}}},
+        # a reinforcement job needs its grader
+        {"method": {"type": "reinforcement"}},
+        # a section for another type than the one named
+        {"method": {"type": "supervised", "dpo": {"hyperparameters": {"beta": 0.1}}}},
+        {"suffix": "my:model"},
+        {"suffix": "two words"},
+        {"hyperparameters": {"learning_rate_multiplier": float("inf")}},
+        {"hyperparameters": {"learning_rate_multiplier": 0}},
+    ],
+)
+def test_create_input_refuses_requests_the_provider_would_refuse(body: dict) -> None:
+    with pytest.raises(ValueError):
+        CreateJobInput.model_validate({"model": "gpt-4o-mini", "training_file": "file-1", **body})
+
+
+def test_create_input_accepts_agreeing_hyperparameters() -> None:
+    request = CreateJobInput.model_validate(
+        {
+            "model": "gpt-4o-mini",
+            "training_file": "file-1",
+            "hyperparameters": {"n_epochs": 3},
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
+            "suffix": "support-bot_v2.1",
+        }
+    )
+    assert request.method is not None and request.suffix == "support-bot_v2.1"
