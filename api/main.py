@@ -10,6 +10,7 @@ from api.dashboard import install_dashboard
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyMiddleware
 from api.middleware import RequestContextMiddleware
+from api.openapi import install_openapi
 from api.routers import (
     api_keys,
     audit,
@@ -39,6 +40,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
     )
     install_error_handlers(app)
+    install_openapi(app)
     # Added last = outermost: the request id is bound before idempotency replays answer,
     # and bodies are bounded before idempotency reads them.
     app.add_middleware(IdempotencyMiddleware)

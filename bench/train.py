@@ -8,6 +8,11 @@ the same tokenized data and the same number of steps:
   the run (checkpoint cost is I/O, not throughput);
 - ``plain``: a bare transformers/peft loop, AdamW, forward/backward/step, nothing else.
 
+ftq's loop packs each batch's examples into fewer rows (``--packing``, on by default as in the
+service), which is where it gains over the plain loop's padded batches; ``--processes 1,2``
+also measures multi-process runs (torchrun, DDP; tokens/s seen by the parent). ``--base`` and
+``--data`` point it at a real model and dataset (bench/gpu.sh does, on a GPU machine).
+
 Each measurement runs in its own subprocess so peak RSS (``ru_maxrss``) belongs to that run
 alone. Throughput is steady-state, steps 2..N (the first step pays one-off allocation costs),
 both per wall-clock second and per CPU second of the process; on a shared CPU the latter is
@@ -15,6 +20,7 @@ the fairer comparison, since other tenants' load only inflates wall time.
 
     python bench/train.py                    # CPU, 1 thread, 200 steps, best of 2
     python bench/train.py --device cuda      # GPU when available
+    python bench/train.py --processes 1,2 --methods full   # ftq on 1 and 2 processes
 """
 
 from __future__ import annotations
@@ -81,16 +87,21 @@ def run_ftq(args: argparse.Namespace) -> dict:
         checkpoint_each_epoch=False,
         torch_threads=args.threads,
         device=args.device,
+        processes=args.processes,
+        packing=args.packing == "on",
+        max_seq_len=args.max_seq_len,
     )
     started = time.perf_counter()
     result = train(spec, Path(args.data), None, Timing())
     wall = time.perf_counter() - started
     first, last = min(marks), max(marks)
     tokens = marks[last][2] - marks[first][2]
+    # With several processes the ranks' CPU time is not this process's: not comparable.
+    cpu = marks[last][1] - marks[first][1] if args.processes == 1 else float("nan")
     return {
         "steps": result.steps,
         "tokens_per_s": tokens / (marks[last][0] - marks[first][0]),
-        "tokens_per_cpu_s": tokens / (marks[last][1] - marks[first][1]),
+        "tokens_per_cpu_s": tokens / cpu if cpu == cpu else float("nan"),
         "wall_s": wall,
         "first_loss": result.first_train_loss,
         "final_loss": result.final_train_loss,
@@ -120,7 +131,9 @@ def run_plain(args: argparse.Namespace) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
     # Same tokenized data and the same trainable parameters as the ftq run.
-    dataset = load_dataset(Path(args.data), tokenizer, model.config.max_position_embeddings)
+    dataset = load_dataset(
+        Path(args.data), tokenizer, args.max_seq_len or model.config.max_position_embeddings
+    )
     method = TRAINING_METHOD.validate_python(METHODS[args.method])
     model = apply_method(model, method).to(device)
     optimizer = torch.optim.AdamW(
@@ -180,8 +193,16 @@ def _child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(runner(args)), flush=True)
 
 
-def _measure(args: argparse.Namespace, work: Path, base: Path, data: Path, method: str, impl: str):
-    out = work / f"{method}-{impl}"
+def _measure(
+    args: argparse.Namespace,
+    work: Path,
+    base: Path,
+    data: Path,
+    method: str,
+    impl: str,
+    processes: int = 1,
+):
+    out = work / f"{method}-{impl}-{processes}"
     shutil.rmtree(out, ignore_errors=True)  # a finished ftq run would be returned, not rerun
     command = [
         sys.executable,
@@ -196,7 +217,11 @@ def _measure(args: argparse.Namespace, work: Path, base: Path, data: Path, metho
         f"--batch-size={args.batch_size}",
         f"--threads={args.threads}",
         f"--device={args.device}",
+        f"--processes={processes}",
+        f"--packing={args.packing}",
     ]
+    if args.max_seq_len:
+        command.append(f"--max-seq-len={args.max_seq_len}")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in completed.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -213,14 +238,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", default="full,freeze,lora")
     parser.add_argument("--repeats", type=int, default=2, help="best of N per measurement")
+    parser.add_argument("--base", help="a model directory (default: the tiny test model)")
+    parser.add_argument("--data", help="a chat JSONL file (default: the tiny test dataset)")
+    parser.add_argument("--processes", default="1", help="ftq runs on these process counts")
+    parser.add_argument("--packing", choices=["on", "off"], default="on")
+    parser.add_argument("--max-seq-len", type=int, default=None)
+    parser.add_argument("--json-out", help="also write the rows as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", choices=["ftq", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
-    parser.add_argument("--base", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.processes = int(args.processes)
         _child(args)
         return
 
@@ -228,38 +258,62 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from tests.support.tiny_model import build_tiny_model, write_chat_dataset
 
+    counts = [int(n) for n in str(args.processes).split(",")]
     with tempfile.TemporaryDirectory(prefix="ftq-bench-") as tmp:
         work = Path(tmp)
-        base = build_tiny_model(work / "base")
-        data = write_chat_dataset(work / "train.jsonl")
+        base = Path(args.base) if args.base else build_tiny_model(work / "base")
+        data = Path(args.data) if args.data else write_chat_dataset(work / "train.jsonl")
         rows = []
         for method in args.methods.split(","):
             # Interleaved and best-of-N: other load on a shared machine only ever slows a run.
-            plain_runs, ftq_runs = [], []
+            plain_runs: list[dict] = []
+            ftq_runs: dict[int, list[dict]] = {n: [] for n in counts}
             for _ in range(args.repeats):
                 plain_runs.append(_measure(args, work, base, data, method, "plain"))
-                ftq_runs.append(_measure(args, work, base, data, method, "ftq"))
-            rows.append((method, _best(plain_runs), _best(ftq_runs)))
+                for n in counts:
+                    ftq_runs[n].append(_measure(args, work, base, data, method, "ftq", n))
+            for n in counts:
+                rows.append((method, n, _best(plain_runs), _best(ftq_runs[n])))
     _print_table(args, rows)
+    if args.json_out:
+        Path(args.json_out).write_text(
+            json.dumps(
+                [
+                    {"method": m, "processes": n, "plain": plain, "ftq": ftq}
+                    for m, n, plain, ftq in rows
+                ],
+                indent=2,
+            )
+        )
 
 
 def _best(runs: list[dict]) -> dict:
     return max(runs, key=lambda r: r["tokens_per_s"])
 
 
-def _print_table(args: argparse.Namespace, rows: list[tuple[str, dict, dict]]) -> None:
-    gpu = any(r[1]["gpu_peak_mib"] is not None for r in rows)
+def _print_table(args: argparse.Namespace, rows: list[tuple[str, int, dict, dict]]) -> None:
+    gpu = any(r[2]["gpu_peak_mib"] is not None for r in rows)
+    model = args.base or "tiny Llama"
+    data = args.data or "16 chat examples"
     print(
         f"\ndevice={args.device} threads={args.threads} batch={args.batch_size} "
-        f"steps={rows[0][1]['steps']} best of {args.repeats} (tiny Llama, 16 chat examples)\n"
+        f"packing={args.packing} steps={rows[0][2]['steps']} best of {args.repeats} "
+        f"({model}, {data})\n"
     )
     header = "| method | impl | tokens/s | tokens/CPU-s | wall s | loss first→last | peak RSS MiB |"
     header += " GPU peak MiB |" if gpu else ""
     header += " tok/s ftq÷plain | tok/CPU-s ftq÷plain | RSS ftq÷plain |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
-    for method, plain, ftq in rows:
-        for impl, r in (("plain", plain), ("ftq", ftq)):
+    for method, processes, plain, ftq in rows:
+        ftq_name = "ftq" if processes == 1 else f"ftq x{processes} processes"
+        for impl, r in (("plain", plain), (ftq_name, ftq)):
+            if (
+                impl == "plain"
+                and processes != 1
+                and any(row[0] == method and row[1] == 1 for row in rows)
+            ):
+                continue  # printed once, with the single-process row
             cells = [
                 method,
                 impl,
@@ -271,7 +325,7 @@ def _print_table(args: argparse.Namespace, rows: list[tuple[str, dict, dict]]) -
             ]
             if gpu:
                 cells.append(f"{r['gpu_peak_mib']:.0f}")
-            if impl == "ftq":
+            if impl != "plain":
                 cells.append(f"{ftq['tokens_per_s'] / plain['tokens_per_s']:.2f}")
                 cells.append(f"{ftq['tokens_per_cpu_s'] / plain['tokens_per_cpu_s']:.2f}")
                 cells.append(f"{ftq['peak_rss_mib'] / plain['peak_rss_mib']:.2f}")

@@ -12,6 +12,7 @@ from api.auth import Admin, Reader
 from service.db import session_scope
 from service.errors import InvalidRequest
 from service.jobs import budgets
+from service.jobs.wire import BudgetObject, UsageObject
 
 router = APIRouter(tags=["usage"])
 
@@ -40,14 +41,14 @@ def _month(value: str | None) -> str | None:
     return value
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", response_model=UsageObject)
 def usage(principal: Reader, month: str | None = None) -> dict[str, Any]:
     month = _month(month)
     with session_scope() as session:
         return budgets.usage(session, principal.team_id, month)
 
 
-@router.get("/v1/budget")
+@router.get("/v1/budget", response_model=BudgetObject)
 def get_budget(principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return {
@@ -56,7 +57,7 @@ def get_budget(principal: Reader) -> dict[str, Any]:
         }
 
 
-@router.put("/v1/budget")
+@router.put("/v1/budget", response_model=BudgetObject)
 def set_budget(body: BudgetUpdate, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         row = budgets.set_budget(session, principal.team_id, body.monthly_budget_usd)
