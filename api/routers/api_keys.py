@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Admin
-from api.pagination import page
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.tenants import service as tenants
+from service.tenants.wire import ApiKeyDeleted, ApiKeyObject
 
 router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
 
@@ -26,14 +27,14 @@ class RotateKeyInput(BaseModel):
     grace_seconds: int = Field(default=0, ge=0, le=86400)
 
 
-@router.post("")
+@router.post("", response_model=ApiKeyObject)
 def create_key(body: CreateKeyInput, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         api_key, token = tenants.create_key(session, principal.team_id, body.role, body.name)
         return tenants.key_object(api_key, token)
 
 
-@router.get("")
+@router.get("", response_model=ListObject[ApiKeyObject])
 def list_keys(
     principal: Admin,
     after: str | None = None,
@@ -44,19 +45,19 @@ def list_keys(
         return page([tenants.key_object(k) for k in rows], has_more)
 
 
-@router.get("/{key_id}")
+@router.get("/{key_id}", response_model=ApiKeyObject)
 def retrieve_key(key_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return tenants.key_object(tenants.get_key(session, principal.team_id, key_id))
 
 
-@router.post("/{key_id}/revoke")
+@router.post("/{key_id}/revoke", response_model=ApiKeyObject)
 def revoke_key(key_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return tenants.key_object(tenants.revoke_key(session, principal.team_id, key_id))
 
 
-@router.delete("/{key_id}")
+@router.delete("/{key_id}", response_model=ApiKeyDeleted)
 def delete_key(key_id: str, principal: Admin) -> dict[str, Any]:
     # Keys are never deleted (the audit log refers to them); DELETE revokes, as OpenAI's does.
     with session_scope() as session:
@@ -64,7 +65,7 @@ def delete_key(key_id: str, principal: Admin) -> dict[str, Any]:
         return {"id": api_key.id, "object": "api_key.deleted", "deleted": True}
 
 
-@router.post("/{key_id}/rotate")
+@router.post("/{key_id}/rotate", response_model=ApiKeyObject)
 def rotate_key(key_id: str, principal: Admin, body: RotateKeyInput | None = None) -> dict[str, Any]:
     with session_scope() as session:
         api_key, token = tenants.rotate_key(

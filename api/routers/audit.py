@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.auth import Admin
-from api.pagination import page
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.errors import InvalidRequest
 from service.tenants import audit
+from service.tenants.wire import AuditEventObject
 
 router = APIRouter(prefix="/v1/audit_events", tags=["audit"])
 
@@ -39,7 +40,7 @@ def _instant(value: int | None, param: str) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
-@router.get("")
+@router.get("", response_model=ListObject[AuditEventObject])
 def list_audit_events(
     principal: Admin,
     action: str | None = None,
@@ -63,5 +64,4 @@ def list_audit_events(
         rows, has_more = audit.list_events(
             session, principal.team_id, filters, after=after, limit=limit
         )
-        data = [audit.event_object(e) for e in rows]
-    return {**page(data, has_more), "last_id": data[-1]["id"] if data else None}
+        return page([audit.event_object(e) for e in rows], has_more)

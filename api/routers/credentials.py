@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from api.auth import Admin
 from service.db import session_scope
 from service.providers import credentials
+from service.providers.wire import ProviderCredentialsDeleted, ProviderCredentialsObject
 
 router = APIRouter(prefix="/v1/provider_credentials", tags=["provider credentials"])
 
@@ -34,7 +35,7 @@ class PutCredentialsInput(BaseModel):
     deployments: dict[str, str] = Field(default_factory=dict)
 
 
-@router.put("")
+@router.put("", response_model=ProviderCredentialsObject)
 def put_credentials(body: PutCredentialsInput, principal: Admin) -> dict[str, Any]:
     fields = body.model_dump(exclude={"provider", "api_key"})
     with session_scope() as session:
@@ -44,13 +45,13 @@ def put_credentials(body: PutCredentialsInput, principal: Admin) -> dict[str, An
         return credentials.credential_object(row)
 
 
-@router.get("")
+@router.get("", response_model=ProviderCredentialsObject)
 def get_credentials(principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return credentials.credential_object(credentials.get(session, principal.team_id))
 
 
-@router.delete("")
+@router.delete("", response_model=ProviderCredentialsDeleted)
 def delete_credentials(principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         row = credentials.delete(session, principal.team_id)

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service import metrics
@@ -19,7 +20,16 @@ from service.errors import PermissionDenied, Unauthenticated
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+class Liveness(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+@router.get("/healthz", response_model=Liveness)
 def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
@@ -43,7 +53,11 @@ def _check_broker() -> None:
     probe.unlink()
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "The database or broker is down."}},
+)
 def readyz() -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -64,7 +78,11 @@ def readyz() -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus scrape. Team ids are labels, so production serves it only to the holder
     of ``FTQ_METRICS_TOKEN``; the embedded default (dev) leaves it open unless one is set."""

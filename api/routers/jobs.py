@@ -7,12 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.auth import Reader, Writer
-from api.pagination import page
+from api.openapi import errors
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.jobs import capacity, estimates
 from service.jobs import service as jobs
 from service.jobs.schemas import CreateJobInput
 from service.jobs.serializers import checkpoint_object, event_object, job_object
+from service.jobs.wire import (
+    FineTuningJobCheckpointObject,
+    FineTuningJobEventObject,
+    FineTuningJobObject,
+    JobEstimateObject,
+)
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -26,7 +33,7 @@ def _metadata_filter(request: Request) -> dict[str, str]:
     }
 
 
-@router.post("")
+@router.post("", response_model=FineTuningJobObject, responses=errors(402))
 def create_job(body: CreateJobInput, request: Request, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
         job = jobs.create_job(
@@ -35,13 +42,13 @@ def create_job(body: CreateJobInput, request: Request, principal: Writer) -> dic
         return job_object(job)
 
 
-@router.post("/estimate")
+@router.post("/estimate", response_model=JobEstimateObject)
 def estimate_job(body: CreateJobInput, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return estimates.estimate(session, principal.team_id, body)
 
 
-@router.get("")
+@router.get("", response_model=ListObject[FineTuningJobObject])
 def list_jobs(
     request: Request,
     principal: Reader,
@@ -56,7 +63,7 @@ def list_jobs(
         return page([job_object(j, queue_position=positions.get(j.id)) for j in rows], has_more)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=FineTuningJobObject)
 def retrieve_job(job_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         job = jobs.get_job(session, principal.team_id, job_id)
@@ -64,25 +71,25 @@ def retrieve_job(job_id: str, principal: Reader) -> dict[str, Any]:
         return job_object(job, queue_position=positions.get(job.id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=FineTuningJobObject)
 def cancel_job(job_id: str, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
         return job_object(jobs.request_cancel(session, principal.team_id, job_id))
 
 
-@router.post("/{job_id}/pause")
+@router.post("/{job_id}/pause", response_model=FineTuningJobObject, responses=errors(502))
 def pause_job(job_id: str, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
         return job_object(jobs.pause_job(session, principal.team_id, job_id))
 
 
-@router.post("/{job_id}/resume")
+@router.post("/{job_id}/resume", response_model=FineTuningJobObject, responses=errors(502))
 def resume_job(job_id: str, principal: Writer) -> dict[str, Any]:
     with session_scope() as session:
         return job_object(jobs.resume_job(session, principal.team_id, job_id))
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", response_model=ListObject[FineTuningJobEventObject])
 def list_events(
     job_id: str,
     principal: Reader,
@@ -96,7 +103,7 @@ def list_events(
         return page([event_object(e) for e in rows], has_more)
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/{job_id}/checkpoints", response_model=ListObject[FineTuningJobCheckpointObject])
 def list_checkpoints(
     job_id: str,
     principal: Reader,
@@ -107,8 +114,4 @@ def list_checkpoints(
         rows, has_more = jobs.list_checkpoints(
             session, principal.team_id, job_id, after=after, limit=limit
         )
-        data = [checkpoint_object(c) for c in rows]
-        result = page(data, has_more)
-        result["first_id"] = data[0]["id"] if data else None
-        result["last_id"] = data[-1]["id"] if data else None
-        return result
+        return page([checkpoint_object(c) for c in rows], has_more)

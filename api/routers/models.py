@@ -11,24 +11,26 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Reader, Writer
-from api.pagination import page
+from api.openapi import errors
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.errors import InvalidRequest, NotFound, UpstreamError
 from service.jobs import inference
 from service.jobs.inference import provider_for_model
-from service.providers.errors import api_error_from_provider
+from service.jobs.wire import ChatCompletionObject, CompletionObject, ModelObject
 from service.providers.base import ProviderError
+from service.providers.errors import api_error_from_provider
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=ListObject[ModelObject])
 def list_models(principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return page(inference.list_models(session, principal.team_id), False)
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", response_model=ModelObject)
 def retrieve_model(model_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         for model in inference.list_models(session, principal.team_id):
@@ -72,7 +74,20 @@ def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions", response_model=None)
+# The provider's answer passes through as it is (fields ftq does not know included), so the
+# 200 body is documented rather than re-validated.
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletionObject,
+            "description": "The completion; with stream=true, server-sent chunk events.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **errors(502),
+    },
+)
 async def chat_completions(
     request: Request, principal: Writer
 ) -> dict[str, Any] | StreamingResponse:
@@ -104,7 +119,11 @@ async def chat_completions(
         raise api_error_from_provider(error) from error
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses={200: {"model": CompletionObject, "description": "The completion."}, **errors(502)},
+)
 async def completions(request: Request, principal: Writer) -> dict[str, Any]:
     """Legacy completions, for fine-tunes of babbage-002 and davinci-002."""
     body = await _json_body(request, input_field="prompt", input_type=(str, list))

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Operator
-from api.pagination import page
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.files import quota as file_quota
 from service.jobs import quota as job_quota
 from service.tenants import limits
 from service.tenants import service as tenants
+from service.tenants.wire import TeamApiKeyObject, TeamObject, TeamWithLimits
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -59,14 +60,14 @@ def _team(session: Any, team_id: str) -> dict[str, Any]:
     }
 
 
-@router.post("")
+@router.post("", response_model=TeamWithLimits)
 def create_team(body: CreateTeamInput, principal: Operator) -> dict[str, Any]:
     with session_scope() as session:
         team = tenants.create_team(session, body.name)
         return _team(session, team.id)
 
 
-@router.get("")
+@router.get("", response_model=ListObject[TeamObject])
 def list_teams(
     principal: Operator,
     after: str | None = None,
@@ -77,13 +78,13 @@ def list_teams(
         return page([tenants.team_object(t) for t in rows], has_more)
 
 
-@router.get("/{team_id}")
+@router.get("/{team_id}", response_model=TeamWithLimits)
 def retrieve_team(team_id: str, principal: Operator) -> dict[str, Any]:
     with session_scope() as session:
         return _team(session, team_id)
 
 
-@router.patch("/{team_id}")
+@router.patch("/{team_id}", response_model=TeamWithLimits)
 def update_team(team_id: str, body: UpdateTeamInput, principal: Operator) -> dict[str, Any]:
     with session_scope() as session:
         tenants.get_team(session, team_id)
@@ -91,7 +92,7 @@ def update_team(team_id: str, body: UpdateTeamInput, principal: Operator) -> dic
         return _team(session, team_id)
 
 
-@router.post("/{team_id}/api_keys")
+@router.post("/{team_id}/api_keys", response_model=TeamApiKeyObject)
 def create_team_key(
     team_id: str, principal: Operator, body: CreateTeamKeyInput | None = None
 ) -> dict[str, Any]:

@@ -11,10 +11,20 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.auth import Admin, Reader
-from api.pagination import page
+from api.pagination import ListObject, page
 from service.db import session_scope
 from service.webhooks import service as webhooks
 from service.webhooks.models import attempt_object, delivery_object, endpoint_object, notice_object
+from service.webhooks.wire import (
+    WebhookAttemptObject,
+    WebhookDeliveryObject,
+    WebhookEndpointDeleted,
+    WebhookEndpointObject,
+    WebhookEndpointWithSecret,
+    WebhookNoticeObject,
+    WebhookRecoveryObject,
+    WebhookSecretObject,
+)
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
 
@@ -39,14 +49,14 @@ class RecoverInput(BaseModel):
     since: int
 
 
-@router.post("")
+@router.post("", response_model=WebhookEndpointWithSecret)
 def create_endpoint(body: CreateEndpointInput, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         endpoint, secret = webhooks.create_endpoint(session, principal.team_id, **body.model_dump())
         return {**endpoint_object(endpoint), "secret": secret}
 
 
-@router.get("")
+@router.get("", response_model=ListObject[WebhookEndpointObject])
 def list_endpoints(
     principal: Reader, after: str | None = None, limit: Limit = 20
 ) -> dict[str, Any]:
@@ -58,21 +68,21 @@ def list_endpoints(
 
 
 # Declared before /{endpoint_id} so "notices" is not taken for an id.
-@router.get("/notices")
+@router.get("/notices", response_model=ListObject[WebhookNoticeObject])
 def list_notices(principal: Reader, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
     with session_scope() as session:
         rows, has_more = webhooks.list_notices(session, principal.team_id, after=after, limit=limit)
         return page([notice_object(n) for n in rows], has_more)
 
 
-@router.get("/{endpoint_id}")
+@router.get("/{endpoint_id}", response_model=WebhookEndpointObject)
 def retrieve_endpoint(endpoint_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return endpoint_object(webhooks.get_endpoint(session, principal.team_id, endpoint_id))
 
 
-@router.post("/{endpoint_id}")
-@router.patch("/{endpoint_id}")
+@router.post("/{endpoint_id}", response_model=WebhookEndpointObject)
+@router.patch("/{endpoint_id}", response_model=WebhookEndpointObject)
 def update_endpoint(
     endpoint_id: str, body: UpdateEndpointInput, principal: Admin
 ) -> dict[str, Any]:
@@ -83,25 +93,25 @@ def update_endpoint(
         return endpoint_object(endpoint)
 
 
-@router.delete("/{endpoint_id}")
+@router.delete("/{endpoint_id}", response_model=WebhookEndpointDeleted)
 def delete_endpoint(endpoint_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return webhooks.delete_endpoint(session, principal.team_id, endpoint_id)
 
 
-@router.get("/{endpoint_id}/secret")
+@router.get("/{endpoint_id}/secret", response_model=WebhookSecretObject)
 def retrieve_secret(endpoint_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return webhooks.reveal_secret(session, principal.team_id, endpoint_id)
 
 
-@router.post("/{endpoint_id}/rotate_secret")
+@router.post("/{endpoint_id}/rotate_secret", response_model=WebhookSecretObject)
 def rotate_secret(endpoint_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return webhooks.rotate_secret(session, principal.team_id, endpoint_id)
 
 
-@router.get("/{endpoint_id}/deliveries")
+@router.get("/{endpoint_id}/deliveries", response_model=ListObject[WebhookDeliveryObject])
 def list_deliveries(
     endpoint_id: str,
     principal: Reader,
@@ -116,7 +126,7 @@ def list_deliveries(
         return page([delivery_object(d) for d in rows], has_more)
 
 
-@router.get("/{endpoint_id}/deliveries/{delivery_id}")
+@router.get("/{endpoint_id}/deliveries/{delivery_id}", response_model=WebhookDeliveryObject)
 def retrieve_delivery(endpoint_id: str, delivery_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
         return delivery_object(
@@ -124,7 +134,10 @@ def retrieve_delivery(endpoint_id: str, delivery_id: str, principal: Reader) -> 
         )
 
 
-@router.get("/{endpoint_id}/deliveries/{delivery_id}/attempts")
+@router.get(
+    "/{endpoint_id}/deliveries/{delivery_id}/attempts",
+    response_model=ListObject[WebhookAttemptObject],
+)
 def list_attempts(
     endpoint_id: str,
     delivery_id: str,
@@ -139,7 +152,7 @@ def list_attempts(
         return page([attempt_object(a) for a in rows], has_more)
 
 
-@router.post("/{endpoint_id}/deliveries/{delivery_id}/replay")
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/replay", response_model=WebhookDeliveryObject)
 def replay_delivery(endpoint_id: str, delivery_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return delivery_object(
@@ -147,13 +160,13 @@ def replay_delivery(endpoint_id: str, delivery_id: str, principal: Admin) -> dic
         )
 
 
-@router.post("/{endpoint_id}/recover")
+@router.post("/{endpoint_id}/recover", response_model=WebhookRecoveryObject)
 def recover(endpoint_id: str, body: RecoverInput, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return webhooks.recover(session, principal.team_id, endpoint_id, body.since)
 
 
-@router.post("/{endpoint_id}/test")
+@router.post("/{endpoint_id}/test", response_model=WebhookDeliveryObject)
 def send_test(endpoint_id: str, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         return delivery_object(webhooks.send_test(session, principal.team_id, endpoint_id))

@@ -15,6 +15,7 @@ from service.errors import InvalidRequest, NotFound
 from service.files import quota
 from service.files.models import File
 from service.files.storage import StagedUpload, get_storage
+from service.files.wire import FileObject
 from service.pagination import keyset_page
 from service.tenants import audit
 
@@ -184,23 +185,27 @@ def file_path(record: File) -> Path:
     return get_storage().path_for(record.storage_key)
 
 
-def file_object(record: File) -> dict[str, Any]:
+def file_wire(record: File) -> FileObject:
     """The OpenAI file object, plus ftq's validation summary as added fields."""
-    return {
-        "id": record.id,
-        "object": "file",
-        "bytes": record.bytes,
-        "created_at": int(record.created_at.timestamp()),
-        "filename": record.filename,
-        "purpose": record.purpose,
-        "status": record.status,
-        "status_details": None,
-        "expires_at": None,
-        "sha256": record.sha256,
-        "validation": {
-            "status": record.validation_status,
-            "verdict": record.verdict,
-            "format": record.format,
-            "examples": record.examples,
-        },
-    }
+    return FileObject.model_validate(
+        {
+            "id": record.id,
+            "bytes": record.bytes,
+            "created_at": int(record.created_at.timestamp()),
+            "filename": record.filename,
+            "purpose": record.purpose,
+            "status": record.status,
+            "sha256": record.sha256,
+            "validation": {
+                "status": record.validation_status,
+                "verdict": record.verdict,
+                "format": record.format,
+                "examples": record.examples,
+            },
+        }
+    )
+
+
+def file_object(record: File) -> dict[str, Any]:
+    """``file_wire`` as JSON-ready data (webhook payloads)."""
+    return file_wire(record).model_dump(mode="json")

@@ -145,6 +145,8 @@ class UsageObject(BaseModel):
     reserved_usd: float
     budget_usd: float | None
     remaining_usd: float | None
+    # What the team's evaluation runs spent this month (model calls for sampling, judges).
+    eval_cost_usd: float | None = None
 
 
 class BudgetObject(BaseModel):

@@ -18,6 +18,7 @@ def test_catalogue():
         "fine_tuning.job.failed",
         "fine_tuning.job.cancelled",
         "fine_tuning.job.checkpoint.created",
+        "fine_tuning.job.evaluated",
         "webhook_endpoint.disabled",
         "webhook.test",
     } == EVENT_TYPES
