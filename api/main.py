@@ -15,7 +15,9 @@ from api.routers import (
     api_keys,
     audit,
     credentials,
+    evals,
     files,
+    graders,
     health,
     jobs,
     models,
@@ -51,6 +53,9 @@ def create_app() -> FastAPI:
     for router in (api_keys.router, credentials.router, audit.router, tenants.router):
         app.include_router(router)
     app.include_router(usage.router)
+    app.include_router(evals.router)
+    app.include_router(evals.jobs_router)
+    app.include_router(graders.router)
     install_dashboard(app)
     return app
 

@@ -58,7 +58,7 @@ def api(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=2, show_default=True)
-@click.option("--queues", default="ftq", show_default=True)
+@click.option("--queues", default="ftq,evals", show_default=True)
 def worker(concurrency: int, queues: str) -> None:
     """Run a Celery worker."""
     os.execv(sys.executable, worker_command(concurrency=concurrency, queues=queues))

@@ -59,7 +59,9 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_command(name: str = "worker", concurrency: int = 2, queues: str = "ftq") -> list[str]:
+def worker_command(
+    name: str = "worker", concurrency: int = 2, queues: str = "ftq,evals"
+) -> list[str]:
     return [
         sys.executable,
         "-m",

@@ -42,7 +42,7 @@ def base_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_backend": None,
         "task_default_queue": "ftq",
-        "task_routes": {"training.*": {"queue": "training"}},
+        "task_routes": {"training.*": {"queue": "training"}, "evals.*": {"queue": "evals"}},
     }
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.evals.settings import EvalSettings
 from service.files.validation.settings import ValidationSettings
 from service.providers.local.settings import LocalTrainingSettings
 from service.webhooks.settings import WebhookSettings
@@ -148,6 +149,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     limits: LimitSettings = LimitSettings()
     local: LocalSettings = LocalSettings()
+    evals: EvalSettings = EvalSettings()
 
     sandbox_port: int = 8765
     api_port: int = 8000

@@ -1,6 +1,7 @@
 """Every table, imported in one place for Alembic and for metadata creation."""
 
 from service.dashboard.models import DashboardSession
+from service.evals.models import Eval, EvalGate, EvalOutputItem, EvalRun
 from service.files.models import File, ProviderFile
 from service.idempotency import IdempotencyKey
 from service.jobs.budgets import TeamBudget
@@ -20,6 +21,10 @@ __all__ = [
     "ApiKeyAddress",
     "AuditEvent",
     "DashboardSession",
+    "Eval",
+    "EvalGate",
+    "EvalOutputItem",
+    "EvalRun",
     "File",
     "FineTuningJob",
     "IdempotencyKey",

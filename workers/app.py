@@ -47,6 +47,11 @@ app.conf.update(
         # Webhooks: outbox rows to deliveries, and due deliveries (retries, lost messages).
         "webhooks.fanout": {"task": "webhooks.fanout", "schedule": settings.sweep_interval_seconds},
         "webhooks.sweep": {"task": "webhooks.sweep", "schedule": settings.sweep_interval_seconds},
+        # Evals: runs whose lease lapsed or message was lost; gates that stopped progressing.
+        "evals.reconcile": {
+            "task": "evals.reconcile",
+            "schedule": settings.reconcile_interval_seconds,
+        },
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     include=[
@@ -54,6 +59,7 @@ app.conf.update(
         "workers.tasks.files",
         "workers.tasks.webhooks",
         "workers.tasks.training",
+        "workers.tasks.evals",
     ],
 )
 

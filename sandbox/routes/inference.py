@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from sandbox.datasets import content_text, estimate_tokens, last_user_text
 from sandbox.ids import new_id
+from sandbox.judge import embed, judge, judge_schema
 from sandbox.models import GENERIC_ANSWER, best_answer, moderate
 from sandbox.routes.common import read_json, runtime
 from sandbox.state import MODERATION_MODELS
@@ -125,9 +126,14 @@ async def chat_completions(request: Request) -> dict[str, Any] | StreamingRespon
     messages = _check_messages(body.get("messages"))
     stream, include_usage = _stream_flags(body)
     n = _choices_count(body)
-    text, finish_reason = _truncate(
-        _answer(request, model, last_user_text(messages)), _max_tokens(body)
-    )
+    schema = judge_schema(body)
+    if schema is not None:
+        # A grader asking for a label or a score: the deterministic judge answers.
+        system = " ".join(content_text(m.get("content")) for m in messages if m["role"] == "system")
+        answer = judge(schema, last_user_text(messages), system)
+    else:
+        answer = _answer(request, model, last_user_text(messages))
+    text, finish_reason = _truncate(answer, _max_tokens(body))
     prompt_tokens = sum(estimate_tokens(content_text(m.get("content"))) for m in messages)
     completion_tokens = estimate_tokens(text) * n
     completion_id, created = new_id("chatcmpl-"), int(time.time())
@@ -267,4 +273,24 @@ async def moderations(request: Request) -> dict[str, Any]:
         "id": new_id("modr-"),
         "model": model,
         "results": results[: max(0, len(results) - missing)],
+    }
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request) -> dict[str, Any]:
+    body = require_object(await read_json(request))
+    model = require_str(body, "model")
+    value = body.get("input")
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+        raise invalid_type("input", "a string or an array of strings", value)
+    tokens = sum(estimate_tokens(text) for text in inputs)
+    return {
+        "object": "list",
+        "model": model,
+        "data": [
+            {"object": "embedding", "index": index, "embedding": embed(text)}
+            for index, text in enumerate(inputs)
+        ],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
