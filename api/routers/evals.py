@@ -44,11 +44,18 @@ def list_evals(
         return _listing([evals.eval_object(r) for r in rows], more)
 
 
-@router.post("/templates/{name}")
-def create_from_template(name: str, body: JsonBody, principal: Writer) -> dict[str, Any]:
-    """ftq extension: an eval for a usual application, filled in from a dataset file."""
+@router.get("/templates")
+def list_templates(principal: Reader) -> dict[str, Any]:
+    """ftq extension: the ready-made evals ``POST /v1/evals/templates`` fills in."""
+    return page([templates.describe(name) for name in templates.TEMPLATES], False)
+
+
+@router.post("/templates")
+def create_from_template(body: JsonBody, principal: Writer) -> dict[str, Any]:
+    """ftq extension: an eval for a usual application, filled in from a dataset file in
+    one call: ``{"template": "classification", "file_id": ..., "fields"?: {...}}``."""
     with session_scope() as session:
-        built = templates.build(session, principal.team_id, name, body)
+        built = templates.build(session, principal.team_id, body.get("template"), body)
         record = evals.create_eval(
             session, principal.team_id, built["body"], template=built["template"]
         )

@@ -107,11 +107,24 @@ def _fields(body: dict[str, Any]) -> dict[str, str] | None:
     return {"input_field": fields["input"], "reference_field": reference}
 
 
-def build(session: Session, team_id: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The create-eval body (and template record) for ``name`` over the body's file."""
+DESCRIPTIONS = {
+    "question_answering": ("exact_match", "token_f1"),
+    "classification": ("accuracy", "macro_f1 (per run)"),
+    "translation": ("chrf", "bleu", "corpus chrF and BLEU (per run)"),
+    "summarization": ("rouge_l",),
+    "dialogue": ("pairwise_model_first", "pairwise_model_second", "win_rate (per run)"),
+}
+
+
+def describe(name: str) -> dict[str, Any]:
+    return {"object": "eval.template", "id": name, "metrics": list(DESCRIPTIONS[name])}
+
+
+def build(session: Session, team_id: str, name: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The create-eval body (and template record) for template ``name`` over the body's file."""
     if name not in TEMPLATES:
-        raise NotFound(
-            f"No eval template named '{name}'; templates: {', '.join(TEMPLATES)}.",
+        raise InvalidRequest(
+            f"template must be one of: {', '.join(TEMPLATES)}.",
             param="template",
             code="template_not_found",
         )

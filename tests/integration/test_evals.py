@@ -345,8 +345,8 @@ def test_bad_input_is_a_precise_400(
         stack,
         key,
         "POST",
-        "/v1/evals/templates/question_answering",
-        {"file_id": file_id, "fields": {"input": "question", "reference": "a"}},
+        "/v1/evals/templates",
+        {"template": "question_answering", "file_id": file_id, "fields": {"input": "question", "reference": "a"}},
     )
     assert (status, error["code"], error["param"]) == (400, "field_not_found", "fields.input")
 

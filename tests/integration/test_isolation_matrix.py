@@ -59,6 +59,17 @@ _file = "/v1/files/{file_id}"
 _job = "/v1/fine_tuning/jobs/{job_id}"
 _endpoint = "/v1/webhook_endpoints/{endpoint_id}"
 _delivery = _endpoint + "/deliveries/{delivery_id}"
+_eval = "/v1/evals/{eval_id}"
+_run = _eval + "/runs/{run_id}"
+_judged = {
+    "grader": {
+        "type": "score_model",
+        "name": "judge",
+        "model": "{model_id}",
+        "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+    },
+    "model_sample": "x",
+}
 _dash, _job_page = "/dashboard", "/jobs/{job_id}"
 DASHBOARD = "/dashboard"  # cookie-session routes, checked in test_dashboard_isolation.py
 
@@ -105,6 +116,38 @@ EXPECTED: dict[tuple[str, str], Expect] = {
         {"admin": 404, "member": 404, "viewer": 403, "operator": 403},
         body={"model": "{model_id}", "prompt": "hi"},
     ),
+    # evals: A's evals, runs and items answer 404; A's model as a judge is the 400 of a
+    # missing model; A's file for a template is the 400 of a missing file
+    ("GET", "/v1/evals"): Expect(LIST, listing=True),
+    ("POST", "/v1/evals"): Expect(
+        {"admin": 400, "member": 400, "viewer": 403, "operator": 403},
+        body={"testing_criteria": []},
+    ),
+    ("GET", "/v1/evals/templates"): Expect(LIST, listing=True),
+    ("POST", "/v1/evals/templates"): Expect(
+        {"admin": 400, "member": 400, "viewer": 403, "operator": 403},
+        body={"template": "question_answering", "file_id": "{file_id}"},
+    ),
+    ("GET", _eval): Expect(READ),
+    ("POST", _eval): Expect(WRITE, body={"name": "taken over"}),
+    ("DELETE", _eval): Expect(WRITE),
+    ("GET", _eval + "/runs"): Expect(READ),
+    ("POST", _eval + "/runs"): Expect(
+        WRITE, body={"data_source": {"type": "jsonl", "source": {"type": "file_content"}}}
+    ),
+    ("GET", _run): Expect(READ),
+    ("POST", _run): Expect(WRITE),
+    ("POST", _run + "/cancel"): Expect(WRITE),
+    ("DELETE", _run): Expect(WRITE),
+    ("GET", _run + "/output_items"): Expect(READ),
+    ("GET", _run + "/output_items/{output_item_id}"): Expect(READ),
+    ("POST", "/v1/fine_tuning/alpha/graders/run"): Expect(
+        {"admin": 400, "member": 400, "viewer": 403, "operator": 403}, body=_judged
+    ),
+    ("POST", "/v1/fine_tuning/alpha/graders/validate"): Expect(
+        {"admin": 400, "member": 400, "viewer": 400, "operator": 403}, body=_judged
+    ),
+    ("GET", _job + "/evaluation"): Expect(READ),
     # usage and budget: always the caller's own team
     ("GET", "/v1/usage"): Expect(LIST, listing=True),
     ("GET", "/v1/budget"): Expect(LIST, listing=True),
@@ -278,7 +321,9 @@ def _seed_team_a(world: World, folder: Any) -> dict[str, str]:
         {"api_key": "sk-victim-0123456789abcdef", "base_url": f"{stack.sandbox_url}/v1"},
     )
     assert status == 200, credentials
+    eval_ids = _seed_eval(stack, a)
     return {
+        **eval_ids,
         "file_id": file_id,
         "job_id": job_id,
         "model_id": model_id,
@@ -287,6 +332,57 @@ def _seed_team_a(world: World, folder: Any) -> dict[str, str]:
         "key_id": a.key_ids["admin"],
         "team_id": a.id,
     }
+
+
+def _seed_eval(stack: Stack, a: Team) -> dict[str, str]:
+    """A's eval, a run of it, and one output item (written as the run's worker would)."""
+    item = {"question": "q", "answer": "a"}
+    status, created, _ = call(
+        stack,
+        "POST",
+        "/v1/evals",
+        a.keys["admin"],
+        {
+            "data_source_config": {"type": "custom", "item_schema": {"type": "object"}},
+            "testing_criteria": [
+                {
+                    "type": "string_check",
+                    "name": "exact",
+                    "input": "{{item.question}}",
+                    "reference": "{{item.answer}}",
+                    "operation": "eq",
+                }
+            ],
+        },
+    )
+    assert status == 200, created
+    content = [{"item": item}]
+    status, run, _ = call(
+        stack,
+        "POST",
+        f"/v1/evals/{created['id']}/runs",
+        a.keys["admin"],
+        {"data_source": {"type": "jsonl", "source": {"type": "file_content", "content": content}}},
+    )
+    assert status == 200, run
+
+    def write_item(session: Any) -> str:
+        from service.evals.models import EvalOutputItem
+
+        row = EvalOutputItem(
+            id="outputitem_victim0000000000000000",
+            run_id=run["id"],
+            eval_id=created["id"],
+            team_id=a.id,
+            datasource_item_id=0,
+            datasource_item=item,
+            status="fail",
+            results=[],
+        )
+        session.add(row)
+        return row.id
+
+    return {"eval_id": created["id"], "run_id": run["id"], "output_item_id": stack.db(write_item)}
 
 
 def _fill(template: Any, ids: dict[str, str]) -> Any:
@@ -325,7 +421,7 @@ def _broker_depth(stack: Stack) -> int:
     from tests.integration.stack import REDIS_HOST, REDIS_PORT
 
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=stack.redis_db)
-    return sum(int(client.llen(q)) for q in ("ftq", "training"))
+    return sum(int(client.llen(q)) for q in ("ftq", "training", "evals"))
 
 
 def test_every_route_has_an_expectation() -> None:
