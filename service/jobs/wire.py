@@ -58,7 +58,7 @@ class FineTuningJobObject(BaseModel):
     hyperparameters: Hyperparameters
     model: str
     organization_id: str
-    result_files: list[str] = Field(default_factory=list)
+    result_files: list[str]
     seed: int
     status: JobStatusName
     trained_tokens: int | None = None
