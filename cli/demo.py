@@ -62,6 +62,9 @@ def _read_env_file(path: Path) -> dict[str, str]:
 def run_demo(api_url: str, api_key: str, *, timeout: float) -> bool:
     from openai import OpenAI
 
+    from cli.team.follow import TIMED_OUT_EXIT, follow
+    from cli.team.upload import upload_file
+
     client = OpenAI(base_url=api_url, api_key=api_key, max_retries=2)
     ok = True
     with tempfile.TemporaryDirectory() as scratch:
@@ -69,8 +72,7 @@ def run_demo(api_url: str, api_key: str, *, timeout: float) -> bool:
         write_dataset(dataset)
         click.echo(f"1. prepared {len(DEMO_EXAMPLES)} chat examples in {dataset.name}")
 
-        with dataset.open("rb") as handle:
-            uploaded = client.files.create(file=handle, purpose="fine-tune")
+        uploaded = upload_file(client, dataset, purpose="fine-tune", show_progress=False)
         click.echo(
             f"2. uploaded: {uploaded.id} ({uploaded.bytes} bytes, purpose {uploaded.purpose})"
         )
@@ -79,17 +81,11 @@ def run_demo(api_url: str, api_key: str, *, timeout: float) -> bool:
         model="gpt-4o-mini-2024-07-18", training_file=uploaded.id, suffix="demo"
     )
     click.echo(f"3. fine-tuning job {job.id}: {job.status}")
-    deadline = time.monotonic() + timeout
-    seen = job.status
-    while job.status not in ("succeeded", "failed", "cancelled"):
-        if time.monotonic() > deadline:
-            click.echo(f"   job still {job.status} after {timeout:.0f}s", err=True)
-            return False
-        time.sleep(1)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status != seen:
-            click.echo(f"   status: {job.status}")
-            seen = job.status
+    # The same live view as `ftq jobs follow`: status, steps, loss sparkline, checkpoints.
+    if follow(client, job.id, timeout=timeout) == TIMED_OUT_EXIT:
+        click.echo(f"   job not finished after {timeout:.0f}s", err=True)
+        return False
+    job = client.fine_tuning.jobs.retrieve(job.id)
     events = client.fine_tuning.jobs.list_events(job.id, limit=5).data
     for event in reversed(events):
         click.echo(f"   event: {event.message}")
