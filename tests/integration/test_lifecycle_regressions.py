@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.conftest import write_chat_dataset
 from tests.integration.stack import Stack, Team, wait_for
+from tests.integration.test_keys_and_audit import call
 
 MODEL = "gpt-4o-mini-2024-07-18"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -182,10 +182,11 @@ def test_an_upload_cut_off_at_the_provider_is_reused_by_the_next_job(
     first = _upload(stack, team, data)
     second = _upload(stack, team, data)  # same content, another ftq file
     client = stack.client(team.keys["member"])
-    sandbox = stack.sandbox_client()
 
     def copies() -> int:
-        return sum(1 for f in sandbox.files.list(purpose="fine-tune").data if f.bytes)
+        # Uploads the provider processed (the request log, not GET /v1/files: that path is
+        # faulted below too).
+        return len(stack.sandbox.requests(method="POST", path="/v1/files"))
 
     before = copies()
     # The provider stores each upload and the connection dies before ftq hears its id.
@@ -267,7 +268,9 @@ def test_a_cancel_shows_at_once_and_reaches_the_provider(
         assert answer.model_extra["cancel_requested"] is True
         done = _finished(stack, team, job.id, timeout=60)
     assert done.status == "cancelled"
-    cancels = stack.sandbox.requests(method="POST", path="/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel")
+    cancels = stack.sandbox.requests(
+        method="POST", path="/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"
+    )
     assert len(cancels) >= 1
 
 
@@ -278,12 +281,9 @@ def test_a_file_used_by_an_unfinished_job_cannot_be_deleted(
     client = stack.client(team.keys["member"])
     with stack.sandbox.configured(job_speed=0.5):
         job = client.fine_tuning.jobs.create(model=MODEL, training_file=file_id)
-        response = httpx.delete(
-            f"{stack.api_url}/v1/files/{file_id}",
-            headers={"Authorization": f"Bearer {team.keys['member']}"},
-        )
-        assert response.status_code == 409, response.text
-        error = response.json()["error"]
+        status, body, _ = call(stack, "DELETE", f"/v1/files/{file_id}", team.keys["member"])
+        assert status == 409, body
+        error = body["error"]
         assert error["code"] == "file_in_use" and job.id in error["message"]
         assert client.files.retrieve(file_id).id == file_id  # nothing was deleted
         client.fine_tuning.jobs.cancel(job.id)
