@@ -233,11 +233,16 @@ class _Execution:
         results: list[dict[str, Any]],
         sample: dict[str, Any] | None,
     ) -> None:
-        stored = (
-            {k: v for k, v in sample.items() if k not in ("choices", "output_text")}
-            if sample
-            else None
-        )
+        stored = None
+        if sample:
+            # The output item's sample in OpenAI's shape: messages out, not the raw choices.
+            stored = {
+                k: v
+                for k, v in sample.items()
+                if k not in ("choices", "output_text", "output_json")
+            }
+            if "output" not in stored and isinstance(sample.get("output_text"), str):
+                stored["output"] = [{"role": "assistant", "content": sample["output_text"]}]
         try:
             with session_scope() as session:
                 session.add(
