@@ -70,7 +70,39 @@ def beat() -> None:
     os.execv(sys.executable, beat_command())
 
 
-def _dev_admin_key() -> str:
+DEV_KEY_FILE = "dev-admin.key"
+# Celery's and beat's start-up banners end with these lines; the summary waits for them.
+WORKER_READY = "ready."
+BEAT_READY = "beat: Starting"
+BANNER_WAIT_SECONDS = 60.0
+
+
+def _still_valid(token: str, team_id: str) -> bool:
+    """The stored key still opens the dev team as admin (not revoked, same secret key)."""
+    from sqlmodel import select
+
+    from service.config import get_settings
+    from service.db import session_scope, utcnow
+    from service.tenants import keys
+    from service.tenants.models import ApiKey
+
+    if not keys.looks_like_key(token):
+        return False
+    digest = keys.hash_key(token, get_settings().secret_key.get_secret_value())
+    with session_scope() as session:
+        row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+        return (
+            row is not None
+            and row.team_id == team_id
+            and row.role == "admin"
+            and (row.revoked_at is None or row.revoked_at > utcnow())
+        )
+
+
+def _dev_admin_key(data: Path) -> tuple[str, bool]:
+    """The dev team's admin key, kept in the data folder so restarts reuse it (and clients
+    holding var/dev.env keep working); a new one only when it is missing or no longer valid.
+    Returns (key, reused)."""
     from service.db import session_scope
     from service.errors import NotFound
     from service.tenants import service as tenants
@@ -80,8 +112,18 @@ def _dev_admin_key() -> str:
             team = tenants.find_team(session, "dev")
         except NotFound:
             team = tenants.create_team(session, "dev")
-        _, token = tenants.create_key(session, team.id, "admin", "ftq dev")
-    return token
+        team_id = team.id
+    stored = data / DEV_KEY_FILE
+    if stored.exists():
+        token = stored.read_text().strip()
+        if _still_valid(token, team_id):
+            return token, True
+    with session_scope() as session:
+        _, token = tenants.create_key(session, team_id, "admin", "ftq dev")
+    stored.touch(mode=0o600)
+    stored.chmod(0o600)
+    stored.write_text(token + "\n")
+    return token, False
 
 
 def _start_local(group: ProcessGroup, settings: Settings) -> None:
@@ -89,7 +131,11 @@ def _start_local(group: ProcessGroup, settings: Settings) -> None:
     external OpenAI-compatible server (e.g. vLLM) is configured, the inference server."""
     from cli.inference import inference_command
 
-    group.start("trainer", worker_command(name="trainer", concurrency=1, queues="training"))
+    group.start(
+        "trainer",
+        worker_command(name="trainer", concurrency=1, queues="training"),
+        ready_line=WORKER_READY,
+    )
     if settings.local.inference_url is None:
         group.start("inference", inference_command("127.0.0.1", settings.local.inference_port))
 
@@ -119,7 +165,9 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
 
     port = port or free_port()
     env: dict[str, str] = {"FTQ_DATA_DIR": str(data)}
-    group = ProcessGroup(env=env, log_dir=data / "logs" if quiet else None)
+    group = ProcessGroup(
+        env=env, log_dir=data / "logs" if quiet else None, relay=True, die_with_parent=True
+    )
     sandbox_url: str | None = None
     if settings.provider_api_key is None and settings.provider_base_url is None:
         sandbox_port = sandbox_port or free_port()
@@ -137,21 +185,29 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
         if sandbox_url:
             wait_http_ok(f"http://{host}:{sandbox_port}/healthz", proc=group.children["sandbox"])
         api_proc = group.start("api", api_command(host, port))
-        group.start("worker", worker_command())
-        group.start("beat", beat_command())
+        group.start("worker", worker_command(), ready_line=WORKER_READY)
+        group.start("beat", beat_command(), ready_line=BEAT_READY)
         if settings.local.allowed_base_models:
             _start_local(group, settings)
         wait_http_ok(f"http://{host}:{port}/healthz", proc=api_proc)
-        key = _dev_admin_key()
+        key, reused = _dev_admin_key(data)
         api_url = f"http://{host}:{port}/v1"
         lines = [f"FTQ_API_URL={api_url}", f"FTQ_API_KEY={key}"]
         if sandbox_url:
             lines.append(f"FTQ_SANDBOX_URL={sandbox_url}")
         dev_env = data / "dev.env"
-        dev_env.write_text("\n".join(lines) + "\n")
+        dev_env.touch(mode=0o600)
         dev_env.chmod(0o600)
+        dev_env.write_text("\n".join(lines) + "\n")
+        # The summary comes last, after the workers' banners, where it is not scrolled away.
+        for name in ("worker", "beat", "trainer"):
+            if name in group.children and not group.wait_ready(name, BANNER_WAIT_SECONDS):
+                click.echo(f"{name} has not reported ready yet; see its output above", err=True)
+        click.echo("")
         click.echo(f"ftq is running at {api_url}  (health: http://{host}:{port}/healthz)")
-        click.echo(f"admin key (shown once): {key}")
+        click.echo(
+            f"admin key (kept in {data / DEV_KEY_FILE}{', reused' if reused else ''}): {key}"
+        )
         if sandbox_url:
             click.echo(f"sandbox upstream: {sandbox_url}")
         click.echo(f"settings for clients: {dev_env}   — stop with Ctrl-C")

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -114,3 +115,92 @@ def test_demo_exits_non_zero_when_a_step_fails() -> None:
     )
     assert result.returncode == 1
     assert "step failed: APIConnectionError" in result.stderr
+
+
+def _dev_command(data_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cli",
+        "dev",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(free_port()),
+        "--sandbox-port",
+        str(free_port()),
+        *extra,
+    ]
+
+
+def _read_dev_env(data_dir: Path) -> dict[str, str]:
+    env_file = data_dir / "dev.env"
+    wait_for(env_file.exists, timeout=90, what="dev.env")
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+
+
+def test_dev_summary_comes_last_its_key_survives_restarts_and_kill_9_takes_children(
+    tmp_path: Path,
+) -> None:
+    data_dir = (tmp_path / "data").resolve()
+    dev = subprocess.Popen(
+        _dev_command(data_dir), env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert dev.stdout is not None
+        for raw in dev.stdout:
+            lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        first = _read_dev_env(data_dir)
+        wait_for(
+            lambda: any("settings for clients:" in line for line in lines),
+            timeout=90,
+            what="the summary",
+        )
+        summary = next(i for i, line in enumerate(lines) if "ftq is running at" in line)
+        # The workers' banners (prefixed with their names) come before the summary.
+        worker_ready = next(
+            i for i, line in enumerate(lines) if line.startswith("worker") and "ready." in line
+        )
+        beat_ready = next(
+            i for i, line in enumerate(lines) if line.startswith("beat") and "Starting" in line
+        )
+        assert worker_ready < summary and beat_ready < summary, "\n".join(lines)
+        assert first["FTQ_API_KEY"] in lines[summary + 1]
+        assert len(_children_with_data_dir(data_dir)) >= 4
+    finally:
+        # SIGKILL: no handler runs, yet every child must go (PR_SET_PDEATHSIG).
+        dev.kill()
+        dev.wait(timeout=30)
+    wait_for(
+        lambda: _children_with_data_dir(data_dir) == [],
+        timeout=60,
+        what="the children of a SIGKILLed ftq dev to exit",
+    )
+
+    # A restart reuses the admin key kept in the data folder, and it still works.
+    (data_dir / "dev.env").unlink(missing_ok=True)  # left by the killed run
+    again = subprocess.Popen(
+        _dev_command(data_dir, "--quiet"),
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        second = _read_dev_env(data_dir)
+        assert second["FTQ_API_KEY"] == first["FTQ_API_KEY"]
+        assert oct((data_dir / "dev-admin.key").stat().st_mode & 0o777) == "0o600"
+        from openai import OpenAI
+
+        client = OpenAI(base_url=second["FTQ_API_URL"], api_key=second["FTQ_API_KEY"])
+        assert client.fine_tuning.jobs.list().data == []
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(timeout=60)
+    assert again.returncode == 0
+    wait_for(lambda: _children_with_data_dir(data_dir) == [], timeout=30, what="clean stop")
