@@ -65,6 +65,7 @@ def claim(
             lease_expires_at=now + dt.timedelta(seconds=seconds),
             **(values or {}),
         )
+        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -85,6 +86,7 @@ def release(session: Session, model: Any, row_id: Any, owner: str, **values: Any
         sa.update(model)
         .where(held_by(model, row_id, owner))
         .values(lease_owner=None, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

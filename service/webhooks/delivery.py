@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from service import ids
+from service import ids, leases
 from service.config import get_settings
 from service.crypto import decrypt
 from service.db import session_scope, utcnow
@@ -72,10 +72,7 @@ def _send_lease_seconds() -> float:
 
 
 def _not_leased(now: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        col(WebhookDelivery.lease_expires_at).is_(None),
-        col(WebhookDelivery.lease_expires_at) < now,
-    )
+    return leases.not_leased(WebhookDelivery, now)
 
 
 def _due(now: dt.datetime) -> sa.ColumnElement[bool]:
@@ -315,25 +312,20 @@ def _take_over(delivery_id: str, owner: str | None) -> str | None:
     """Swap the sweeper's lease for one only this run holds; None if not ours to send."""
     now = utcnow()
     token = f"send:{ids.random_base62(16)}"
-    ours = _not_leased(now)
-    if owner:
-        ours = sa.or_(col(WebhookDelivery.lease_owner) == owner, ours)
     with session_scope() as session:
-        result = session.execute(
-            sa.update(WebhookDelivery)
-            .where(
-                col(WebhookDelivery.id) == delivery_id,
+        taken = leases.claim(
+            session,
+            WebhookDelivery,
+            delivery_id,
+            token,
+            _send_lease_seconds(),
+            where=(
                 col(WebhookDelivery.status) == DeliveryStatus.pending,
                 col(WebhookDelivery.next_attempt_at) <= now,
-                ours,
-            )
-            .values(
-                lease_owner=token,
-                lease_expires_at=now + dt.timedelta(seconds=_send_lease_seconds()),
-            )
-            .execution_options(synchronize_session=False)
+            ),
+            steal_from=owner,
         )
-        return token if result.rowcount else None  # type: ignore[attr-defined]
+        return token if taken else None
 
 
 def _get(session: Session, delivery_id: str, *, lock: bool = False) -> WebhookDelivery | None:
