@@ -12,7 +12,7 @@ from api.auth import Admin
 from api.pagination import ListObject, page
 from service.db import session_scope
 from service.tenants import service as tenants
-from service.tenants.wire import ApiKeyDeleted, ApiKeyObject
+from service.tenants.wire import ApiKeyDeleted, ApiKeyObject, ApiKeyWithSecret
 
 router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
 
@@ -27,7 +27,7 @@ class RotateKeyInput(BaseModel):
     grace_seconds: int = Field(default=0, ge=0, le=86400)
 
 
-@router.post("", response_model=ApiKeyObject)
+@router.post("", response_model=ApiKeyWithSecret)
 def create_key(body: CreateKeyInput, principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
         api_key, token = tenants.create_key(session, principal.team_id, body.role, body.name)
@@ -65,7 +65,7 @@ def delete_key(key_id: str, principal: Admin) -> dict[str, Any]:
         return {"id": api_key.id, "object": "api_key.deleted", "deleted": True}
 
 
-@router.post("/{key_id}/rotate", response_model=ApiKeyObject)
+@router.post("/{key_id}/rotate", response_model=ApiKeyWithSecret)
 def rotate_key(key_id: str, principal: Admin, body: RotateKeyInput | None = None) -> dict[str, Any]:
     with session_scope() as session:
         api_key, token = tenants.rotate_key(

@@ -65,6 +65,9 @@ class FileValidationObject(BaseModel):
     object: Literal["file.validation"] = "file.validation"
     file_id: str
     status: ValidationStatus
+    # Set when the report was re-targeted for a job's model (and method): ?model=&method=.
+    model: str | None = None
+    method: str | None = None
     verdict: Verdict | None = None
     report: Report | ValidationFailure | None = None
 

@@ -24,11 +24,15 @@ class ApiKeyObject(BaseModel):
     last_used_at: int | None = None
     revoked: bool
     revoked_at: int | None = None
-    # Only right after creation or rotation.
-    key: str | None = None
 
 
-class TeamApiKeyObject(ApiKeyObject):
+class ApiKeyWithSecret(ApiKeyObject):
+    """A key right after creation or rotation: the plaintext is in this answer only."""
+
+    key: str
+
+
+class TeamApiKeyObject(ApiKeyWithSecret):
     """A key an operator created inside a team (usually its first admin key)."""
 
     team_id: str
