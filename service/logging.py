@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -39,7 +40,9 @@ def redact_value(value: Any) -> Any:
     return value
 
 
-def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     return {
         key: (REDACTED if _SECRET_KEY_NAMES.search(key) else redact_value(value))
         for key, value in event_dict.items()
@@ -81,7 +84,9 @@ def configure_logging(settings: Settings | None = None, *, process: str = "ftq")
     structlog.contextvars.bind_contextvars(process=process)
 
 
-def redact_secrets_stdlib(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact_secrets_stdlib(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> dict[str, Any]:
     event_dict.pop("_record", None)
     event_dict.pop("_from_structlog", None)
     return redact_secrets(logger, method, event_dict)
