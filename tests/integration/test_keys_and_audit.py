@@ -229,3 +229,43 @@ def test_operators_manage_teams_and_team_keys_cannot(stack: Stack, team: Team) -
     assert actions[:3] == ["team.create", "api_key.create", "team.limits_update"]
     operator_id = events[0]["actor_key_id"]
     assert operator_id and all(e["actor_key_id"] == operator_id for e in events[:3])
+
+
+def _ftq_admin(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", "admin", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
+def test_admin_cli_shows_key_ids_and_lists_keys_and_teams(stack: Stack, team: Team) -> None:
+    created = _ftq_admin(stack, "create-key", "--team", team.name, "--role", "viewer")
+    token = created.stdout.strip()
+    assert token.startswith("ftq_sk_") and "\n" not in token  # stdout: the secret alone
+    key_id = created.stderr.split("key id ", 1)[1].split()[0]
+    assert key_id.startswith("key_")
+
+    listed = [
+        json.loads(line)
+        for line in _ftq_admin(stack, "list-keys", "--team", team.id, "--json").stdout.splitlines()
+    ]
+    by_id = {k["id"]: k for k in listed}
+    assert key_id in by_id and set(team.key_ids.values()) <= set(by_id)
+    assert by_id[key_id]["role"] == "viewer" and token.startswith(by_id[key_id]["prefix"])
+    assert all("key" not in k or k["key"] is None for k in listed)
+    assert token not in json.dumps(listed)
+
+    _ftq_admin(stack, "revoke-key", "--team", team.id, key_id)
+    table = _ftq_admin(stack, "list-keys", "--team", team.name).stdout
+    assert key_id not in table and team.key_ids["admin"] in table
+    assert key_id in _ftq_admin(stack, "list-keys", "--team", team.name, "--all").stdout
+
+    teams = [
+        json.loads(line) for line in _ftq_admin(stack, "list-teams", "--json").stdout.splitlines()
+    ]
+    assert {"id": team.id, "name": team.name} in [{"id": t["id"], "name": t["name"]} for t in teams]
+    assert team.name in _ftq_admin(stack, "list-teams").stdout
