@@ -437,7 +437,12 @@ def create_run(
     if not isinstance(name, str) or len(name) > 256:
         raise InvalidRequest("name must be a string of at most 256 characters.", param="name")
     account = provider_for_model(session, team_id, model).account if model else None
-    if model:
+    calls_models = model is not None or any(
+        c.get("type") in ("label_model", "score_model", "multi")
+        or c.get("evaluation_metric") == "cosine"
+        for c in record.testing_criteria
+    )
+    if calls_models:
         _check_budget(session, team_id)
     run = EvalRun(
         id=ids.new_id("evalrun_"),

@@ -173,6 +173,21 @@ def test_evals_flow_end_to_end(stack: Stack, team: Team, tmp_path: Path) -> None
         return eval_spend(session, team.id)
 
     assert stack.db(spend) == pytest.approx(cost + jsonl_done.model_extra["cost_usd"], abs=1e-6)
+    status, usage_body, _ = call(stack, "GET", "/v1/usage", team.keys["member"])
+    assert status == 200 and usage_body["eval_cost_usd"] == pytest.approx(stack.db(spend))
+
+    # A team over its monthly budget cannot start runs that call models.
+    status, _, _ = call(stack, "PUT", "/v1/budget", team.keys["admin"], {"monthly_budget_usd": 0})
+    assert status == 200
+    status, refused, _ = call(
+        stack,
+        "POST",
+        f"/v1/evals/{created.id}/runs",
+        team.keys["member"],
+        {"data_source": {"type": "jsonl", "source": {"type": "file_id", "id": file_id}}},
+    )
+    assert (status, refused["error"]["code"]) == (402, "budget_exceeded")
+    call(stack, "PUT", "/v1/budget", team.keys["admin"], {"monthly_budget_usd": None})
 
     deleted = client.evals.runs.delete(jsonl.id, eval_id=created.id)
     assert deleted.deleted and deleted.run_id == jsonl.id
@@ -346,7 +361,11 @@ def test_bad_input_is_a_precise_400(
         key,
         "POST",
         "/v1/evals/templates",
-        {"template": "question_answering", "file_id": file_id, "fields": {"input": "question", "reference": "a"}},
+        {
+            "template": "question_answering",
+            "file_id": file_id,
+            "fields": {"input": "question", "reference": "a"},
+        },
     )
     assert (status, error["code"], error["param"]) == (400, "field_not_found", "fields.input")
 
