@@ -96,7 +96,7 @@ class MeteredCalls:
 
 def queue_depth(settings: Settings) -> dict[str, int]:
     """Messages waiting in each Celery queue (Redis lists, or the filesystem folder)."""
-    queues = ("ftq", "training")
+    queues = ("ftq", "training", "evals")
     if _uses_redis(settings):
         client = _redis(settings.resolved_broker_url)
         return {q: int(client.llen(q)) for q in queues}
