@@ -472,6 +472,22 @@ def parse_network_list(value: Any) -> Any:
 # --- connect time: an httpx client whose every TCP connection is checked and pinned -------
 
 
+class RefusedConnection(httpcore2.ConnectError):
+    """A connection the policy refused (not a network failure: retrying will not help)."""
+
+
+def refusal_in(exc: BaseException | None) -> str | None:
+    """The policy's reason when ``exc`` (an SDK or httpx error) was caused by a refused
+    connection; the SDK wraps it as a plain "Connection error." otherwise."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, RefusedConnection):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 class GuardedNetworkBackend(httpcore2.NetworkBackend):
     """httpcore's network layer with the policy in front of every connection.
 
@@ -498,7 +514,7 @@ class GuardedNetworkBackend(httpcore2.NetworkBackend):
             addresses = resolve_checked(host, port, self.policy, self._resolver)
         except UnsafeURL as refused:
             hint = f"; {refused.hint}" if refused.hint else ""
-            raise httpcore2.ConnectError(
+            raise RefusedConnection(
                 f"connection to {host} refused by ftq's network policy: {refused.reason}{hint}"
             ) from None
         failure: Exception | None = None
@@ -513,7 +529,7 @@ class GuardedNetworkBackend(httpcore2.NetworkBackend):
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
     ) -> httpcore2.NetworkStream:
-        raise httpcore2.ConnectError("unix sockets are not allowed by ftq's network policy")
+        raise RefusedConnection("unix sockets are not allowed by ftq's network policy")
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import sqlalchemy as sa
+from openai import OpenAI
 from sqlmodel import Field, Session, SQLModel, select
 
 from service import crypto, ids, netguard
@@ -59,6 +60,7 @@ class ProviderCredential(SQLModel, table=True):
 
 
 Credentials = OpenAICredentials | AzureCredentials
+OpenAIClient = TypeVar("OpenAIClient", bound=OpenAI)
 
 
 def network_policy(settings: Settings | None = None) -> netguard.Policy:
@@ -75,6 +77,12 @@ def http_client(settings: Settings | None = None) -> httpx2.Client:
     return netguard.guarded_http_client(
         network_policy(settings), timeout=settings.provider_timeout_seconds
     )
+
+
+def guarded(client: OpenAIClient) -> OpenAIClient:
+    """``client`` (OpenAI or AzureOpenAI, built from a team's credentials) with every
+    connection going through the policy: ``provider._client = guarded(provider._client)``."""
+    return client.with_options(http_client=http_client())
 
 
 def _check_url(value: str, param: str) -> str:

@@ -114,3 +114,33 @@ def test_operators_opt_networks_back_in(monkeypatch: pytest.MonkeyPatch) -> None
             credentials._normalise("openai", {"base_url": "http://192.168.0.10/v1"})
     finally:
         reset_settings_cache()
+
+
+def test_an_sdk_client_from_team_credentials_is_refused_with_the_reason(
+    listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openai
+
+    monkeypatch.delenv("FTQ_PROVIDER_ALLOWED_NETWORKS", raising=False)
+    reset_settings_cache()
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{listener}/v1", api_key="sk-team", max_retries=0
+        )
+        with pytest.raises(openai.APIConnectionError) as caught:
+            credentials.guarded(client).models.list()
+        reason = netguard.refusal_in(caught.value)
+        assert reason is not None and "loopback" in reason
+        azure = openai.AzureOpenAI(
+            azure_endpoint=f"http://127.0.0.1:{listener}",
+            api_key="az-team",
+            api_version="2024-10-21",
+            max_retries=0,
+        )
+        with pytest.raises(openai.APIConnectionError) as refused:
+            credentials.guarded(azure).models.list()
+        assert netguard.refusal_in(refused.value) is not None
+        # An ordinary network failure is not mistaken for a refusal.
+        assert netguard.refusal_in(ConnectionRefusedError()) is None
+    finally:
+        reset_settings_cache()
