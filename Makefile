@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test dev lint bench-validate bench-train bench-jobs
+.PHONY: demo test dev lint bench-validate bench-train bench-jobs bench-evals
 
 $(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,6 @@ bench-train: $(VENV)/.installed-test
 
 bench-jobs: $(VENV)/.installed-test
 	$(BIN)/python bench/jobs.py
+
+bench-evals: $(VENV)/.installed-test
+	$(BIN)/python bench/evals.py
