@@ -235,13 +235,25 @@ class ChunkScanner:
     def __init__(self, config: ScanConfig, start: int, end: int) -> None:
         self.config = config
         self.result = ChunkResult(start=start, end=end)
-        self._count = get_counter(config.encoding, config.token_cache_size).count
+        counter = get_counter(config.encoding, config.token_cache_size)
+        # Cached: strings that repeat (system prompts, templates, roles). Assistant replies
+        # are nearly always distinct, so they skip the cache's hashing and eviction.
+        self._count = counter.count
+        self._count_once = counter.count_uncached
+        self._role_tokens = {
+            role: TOKENS_PER_MESSAGE + counter.count(role) for role in _PLAIN_ROLES
+        }
+        # Per example, turned into histograms once per chunk (Counter.update is one C loop).
+        self._tokens = array("I")
+        self._assistant = array("I")
+        self._n_messages = array("I")
         self._records = array("Q")
         self._cap = config.findings_cap
         self._assistant_tokens = 0
         self._special_tokens = special_token_pattern(config.special_tokens)
-        # A cheap substring test rules out nearly every example before the regex runs.
-        self._special_markers = (b"<|", *(t.encode()[:2] for t in config.special_tokens))
+        # A substring test rules out nearly every example before the regex runs; a local
+        # model's own tokens ("<s>", "[INST]") have no common marker, so they always search.
+        self._always_search_special = bool(config.special_tokens)
 
     def emit(
         self, line: int | None, code: str, message: str, suggestion: str | None = None
@@ -272,6 +284,9 @@ class ChunkScanner:
                 continue
             self.scan_line(index, raw)
         self.result.records = self._records.tobytes()
+        self.result.tokens_hist.update(self._tokens)
+        self.result.assistant_hist.update(self._assistant)
+        self.result.messages_hist.update(self._n_messages)
 
     def scan_line(self, line: int, raw: bytes) -> None:
         try:
@@ -323,9 +338,9 @@ class ChunkScanner:
             self._check_unknown(line, example)
             tokens = assistant_tokens = n_messages = 0
         if kind != fmt.UNKNOWN:
-            result.tokens_hist[tokens] += 1
-            result.assistant_hist[assistant_tokens] += 1
-            result.messages_hist[n_messages] += 1
+            self._tokens.append(tokens)
+            self._assistant.append(assistant_tokens)
+            self._n_messages.append(n_messages)
             if tokens > self.config.context_limit:
                 self.emit(
                     line,
@@ -338,7 +353,7 @@ class ChunkScanner:
         if self.config.pii_enabled and text:
             for code, redacted in find_pii(text, encoded):
                 self.emit(line, code, f"Possible {code[4:].replace('_', ' ')}: {redacted}")
-        if any(marker in encoded for marker in self._special_markers):
+        if self._always_search_special or b"<|" in encoded:
             self._check_special_tokens(line, encoded)
         self._records.extend(
             (
@@ -377,7 +392,7 @@ class ChunkScanner:
         """Validates a message list. Returns (tokens, has_system, has_user, has_assistant,
         has_trainable_assistant, called_function_names, tool_call_ids); assistant content
         tokens are left in ``self._assistant_tokens``."""
-        count = self._count
+        count, count_once, role_tokens = self._count, self._count_once, self._role_tokens
         tokens = 0
         assistant_tokens = 0
         has_system = has_user = has_assistant = trainable = False
@@ -389,17 +404,19 @@ class ChunkScanner:
             if type(message) is dict and len(message) == 2:
                 role = message.get("role")
                 content = message.get("content")
-                if type(content) is str and content and type(role) is str and role in _PLAIN_ROLES:
+                if type(content) is str and content and type(role) is str and role in role_tokens:
                     texts.append(content)
-                    content_tokens = count(content)
-                    tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
                     if role == "assistant":
+                        content_tokens = count_once(content)
                         has_assistant = trainable = True
                         assistant_tokens += content_tokens
-                    elif role == "user":
-                        has_user = True
                     else:
-                        has_system = True
+                        content_tokens = count(content)
+                        if role == "user":
+                            has_user = True
+                        else:
+                            has_system = True
+                    tokens += role_tokens[role] + content_tokens
                     continue
             label = f"{where}[{position}]"
             if type(message) is not dict:
@@ -691,8 +708,8 @@ class ChunkScanner:
             )
         if len(values) == 2:
             self.result.legacy.add(line, prompt, completion)
-        tokens = self._count(prompt) + self._count(completion)
-        return tokens, self._count(completion), 0
+        completion_tokens = self._count(completion)
+        return self._count(prompt) + completion_tokens, completion_tokens, 0
 
 
 def scan_chunk(task: ChunkTask) -> ChunkResult:

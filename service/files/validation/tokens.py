@@ -97,10 +97,11 @@ class CachedCounter:
         self.encoding = encoding
         self._backend = _bindings_module().tokenizer_for_encoding(encoding)
         self.count: Callable[[str], int] = functools.lru_cache(maxsize=cache_size)(
-            self._count_uncached
+            self.count_uncached
         )
 
-    def _count_uncached(self, text: str) -> int:
+    def count_uncached(self, text: str) -> int:
+        """For strings that will not repeat: the cache's hashing and eviction cost more."""
         try:
             return self._backend.count(text)
         except UnicodeEncodeError:

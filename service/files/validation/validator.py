@@ -6,9 +6,10 @@ import multiprocessing
 import os
 import time
 from array import array
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 from service.files.validation import formats as fmt
@@ -71,13 +72,39 @@ def chunk_boundaries(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
 
 
 def _run_chunks(tasks: list[ChunkTask], workers: int, parallel: bool) -> Iterator[ChunkResult]:
+    """The chunks' results in file order.
+
+    With ``workers`` = N the calling process is one of the N: N-1 spawned helpers take chunks
+    from the front of the file (two queued each, so none waits) while the caller scans the
+    next chunk itself. The tokenizer (~70 MB per process) is then loaded N times, not N+1,
+    and the caller never sits idle waiting for a pool; a slow helper just leaves it more.
+    """
     if not parallel or workers <= 1 or len(tasks) <= 1:
         yield from map(scan_chunk, tasks)
         return
+    helpers = min(workers - 1, len(tasks) - 1)
     # spawn, not fork: validate_file runs inside threaded servers and Celery workers.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes=min(workers, len(tasks))) as pool:
-        yield from pool.imap(scan_chunk, tasks)
+    with context.Pool(processes=helpers) as pool:
+        queued: deque[tuple[int, AsyncResult[ChunkResult]]] = deque()
+        finished: dict[int, ChunkResult] = {}
+        next_task = next_result = 0
+        while next_result < len(tasks):
+            while len(queued) < 2 * helpers and next_task < len(tasks):
+                queued.append((next_task, pool.apply_async(scan_chunk, (tasks[next_task],))))
+                next_task += 1
+            if next_task < len(tasks):
+                finished[next_task] = scan_chunk(tasks[next_task])
+                next_task += 1
+            elif queued:
+                index, pending = queued.popleft()
+                finished[index] = pending.get()
+            while queued and queued[0][1].ready():
+                index, pending = queued.popleft()
+                finished[index] = pending.get()
+            while next_result in finished:
+                yield finished.pop(next_result)
+                next_result += 1
 
 
 @dataclass

@@ -401,6 +401,12 @@ def test_parallel_scan_matches_sequential(tmp_path: Path) -> None:
     ]
     assert parallel.tokens == sequential.tokens
     assert parallel.examples == sequential.examples == 299
+    # Two helpers beside the calling process, results still merged in file order.
+    three = validate_file(path, workers=3, settings=settings)
+    assert [(f.line, f.code) for f in three.findings] == [
+        (f.line, f.code) for f in sequential.findings
+    ]
+    assert three.tokens == sequential.tokens
 
 
 def test_mixed_formats_are_counted_beyond_the_cap(tmp_path: Path) -> None:
