@@ -46,18 +46,22 @@ class RequestLog:
         self._lock = threading.Lock()
         self._records: list[RequestRecord] = []
         self._next_id = 1
+        # Counts since start (or clear) that survive the record cap, for benchmarks.
+        self._totals: Counter[str] = Counter()
 
     def start(self, **fields: Any) -> RequestRecord:
         with self._lock:
             record = RequestRecord(id=self._next_id, **fields)
             self._next_id += 1
             self._records.append(record)
+            self._totals[f"{record.method} {record.route}"] += 1
             del self._records[:-_MAX_RECORDS]
             return record
 
     def clear(self) -> None:
         with self._lock:
             self._records.clear()
+            self._totals.clear()
 
     def query(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
         """Records oldest first; ``path`` matches the path or the route template exactly."""
@@ -68,6 +72,11 @@ class RequestLog:
                 if (not method or r.method == method.upper())
                 and (not path or path in (r.path, r.route))
             ]
+
+    def totals(self) -> dict[str, int]:
+        """Requests per method and route since start or the last clear, never capped."""
+        with self._lock:
+            return dict(self._totals)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -2,11 +2,15 @@
 
 Jobs progress lazily: every public method first applies the milestones (see lifecycle.py)
 whose effective time has passed, so reads always see the state the wall clock implies.
+
+A request's cost must not grow with the number of jobs held (benchmarks keep 10,000 active):
+due milestones come off a heap keyed by their wall time, and metadata filters read an index.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import random
 import threading
 import time
@@ -156,6 +160,10 @@ class JobRecord:
     trained_tokens: int | None = None
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    # (status, wall time) of every status the plan moved the job to, for benchmarks.
+    status_changes: list[tuple[str, float]] = field(default_factory=list)
+    # Bumped whenever the job's clock changes, so older heap entries are recognised as stale.
+    schedule_version: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -193,6 +201,12 @@ class Store:
         self._inference: dict[str, str] = {}
         self._creates_by_ftq_job_id: Counter[str] = Counter()
         self._jobs_created = 0
+        # (wall time of the next milestone, schedule_version, job id): a min-heap.
+        self._due: list[tuple[float, int, str]] = []
+        self._job_order: list[str] = []  # creation order, for unfiltered list pages
+        self._job_position: dict[str, int] = {}
+        self._by_metadata: dict[tuple[str, str], list[str]] = {}
+        self._first_create_at: dict[str, float] = {}
 
     def reset(self, config: SandboxConfig) -> None:
         with self._lock:
@@ -474,11 +488,17 @@ class Store:
                 segment_start=now,
             )
             self._jobs[job_id] = job
+            self._job_position[job_id] = len(self._job_order)
+            self._job_order.append(job_id)
+            for key, value in (request.metadata or {}).items():
+                self._by_metadata.setdefault((key, value), []).append(job_id)
             self._jobs_created += 1
             ftq_job_id = (request.metadata or {}).get("ftq_job_id")
             if ftq_job_id is not None:
                 self._creates_by_ftq_job_id[ftq_job_id] += 1
+                self._first_create_at.setdefault(ftq_job_id, now)
             self._advance(job, now)
+            self._schedule(job)
             return self._job_dict(job, now)
 
     def _parse_files(
@@ -516,9 +536,25 @@ class Store:
         return job.progress_offset + max(0.0, now - job.segment_start)
 
     def _advance_all(self) -> None:
+        """Apply every milestone that is due, touching only the jobs that have one."""
         now = self.clock()
-        for job in self._jobs.values():
+        while self._due and self._due[0][0] <= now:
+            _, version, job_id = heapq.heappop(self._due)
+            job = self._jobs.get(job_id)
+            if job is None or version != job.schedule_version:
+                continue  # the job's clock changed (pause, resume, cancel) since this entry
             self._advance(job, now)
+            self._schedule(job)
+
+    def _schedule(self, job: JobRecord) -> None:
+        """(Re)compute when the job's next milestone falls due; call after any change to
+        its clock (create, advance, pause, resume, cancel)."""
+        job.schedule_version += 1
+        milestones = job.plan.milestones
+        if job.terminal or job.paused or job.next_milestone >= len(milestones):
+            return
+        wall = job.segment_start + (milestones[job.next_milestone].at - job.progress_offset)
+        heapq.heappush(self._due, (wall, job.schedule_version, job.id))
 
     def _advance(self, job: JobRecord, now: float) -> None:
         elapsed = self._effective(job, now)
@@ -549,6 +585,7 @@ class Store:
             self._add_event(job, wall, spec.message, spec.level, spec.type, spec.data)
         if milestone.status:
             job.phase_status = milestone.status
+            job.status_changes.append((milestone.status, wall))
         if milestone.checkpoint_step is not None:
             name = f"{job.planned_model}:ckpt-step-{milestone.checkpoint_step}"
             job.checkpoints.append(
@@ -565,6 +602,7 @@ class Store:
         if milestone.error is not None:
             job.error = dict(milestone.error)
             job.status_override = job.phase_status = "failed"
+            job.status_changes.append(("failed", wall))
             job.finished_at = int(wall)
         if milestone.succeed:
             self._succeed(job, wall)
@@ -657,15 +695,35 @@ class Store:
             self._advance_all()
             now = self.clock()
 
-            def matches(job: JobRecord) -> bool:
-                meta = job.request.metadata
-                if null_metadata:
-                    return not meta
-                return all((meta or {}).get(k) == v for k, v in (metadata or {}).items())
-
-            jobs = [job for job in reversed(self._jobs.values()) if matches(job)]
+            if null_metadata:
+                jobs = [job for job in reversed(self._jobs.values()) if not job.request.metadata]
+            elif metadata:
+                # The shortest index list among the wanted pairs, then the other pairs.
+                candidates = min(
+                    (self._by_metadata.get(pair, []) for pair in metadata.items()), key=len
+                )
+                jobs = [
+                    job
+                    for job in map(self._jobs.__getitem__, reversed(candidates))
+                    if all((job.request.metadata or {}).get(k) == v for k, v in metadata.items())
+                ]
+            else:
+                return self._unfiltered_page(after, limit, now)
             page, has_more = cursor_page(jobs, after=after, limit=limit, key=lambda j: j.id)
             return [self._job_dict(job, now) for job in page], has_more
+
+    def _unfiltered_page(
+        self, after: str | None, limit: int, now: float
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Newest first, sliced by position instead of scanning every job."""
+        end = len(self._job_order)  # exclusive, counted from the oldest
+        if after is not None:
+            if after not in self._job_position:
+                return [], False
+            end = self._job_position[after]
+        start = max(0, end - limit)
+        page = [self._jobs[job_id] for job_id in reversed(self._job_order[start:end])]
+        return [self._job_dict(job, now) for job in page], start > 0
 
     def list_events(
         self, job_id: str, *, after: str | None, limit: int
@@ -697,6 +755,8 @@ class Store:
                 job.status_override = "cancelled"
                 job.finished_at = int(now)
                 self._add_event(job, now, "Fine-tuning job cancelled")
+                job.status_changes.append(("cancelled", now))
+                self._schedule(job)
             return self._job_dict(job, now)
 
     def pause_job(self, job_id: str) -> dict[str, Any]:
@@ -712,6 +772,7 @@ class Store:
                 job.progress_offset = self._effective(job, now)
                 job.paused = True
                 self._add_event(job, now, "Fine-tuning job paused")
+                self._schedule(job)
             return self._job_dict(job, now)
 
     def resume_job(self, job_id: str) -> dict[str, Any]:
@@ -729,6 +790,7 @@ class Store:
                 job.paused = False
                 job.segment_start = now + (requeue if job.phase_status == "running" else 0.0)
                 self._add_event(job, now, "Fine-tuning job resumed")
+                self._schedule(job)
             return self._job_dict(job, now)
 
     # --- models and inference --------------------------------------------------------------
@@ -816,3 +878,20 @@ class Store:
                 "jobs_by_status": dict(by_status),
                 "files": len(self._files),
             }
+
+    def timeline(self) -> dict[str, Any]:
+        """Per ftq job: when its first create arrived and when its upstream status changed
+        (wall times, unrounded), so a benchmark can measure how late ftq saw each change."""
+        with self._lock:
+            self._advance_all()
+            out: dict[str, Any] = {}
+            for job in self._jobs.values():
+                ftq_job_id = (job.request.metadata or {}).get("ftq_job_id")
+                if ftq_job_id is None or ftq_job_id in out:
+                    continue
+                out[ftq_job_id] = {
+                    "upstream_id": job.id,
+                    "created_at": self._first_create_at.get(ftq_job_id, job.created_at),
+                    "status_changes": [list(change) for change in job.status_changes],
+                }
+            return out

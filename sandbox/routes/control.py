@@ -54,4 +54,14 @@ async def clear_requests(request: Request) -> dict[str, Any]:
 @router.get("/stats")
 async def stats(request: Request) -> dict[str, Any]:
     rt = runtime(request)
-    return {"requests": rt.requests.counts(), **rt.store.stats()}
+    return {
+        "requests": rt.requests.counts(),
+        "requests_total": rt.requests.totals(),
+        **rt.store.stats(),
+    }
+
+
+@router.get("/timeline")
+async def timeline(request: Request) -> dict[str, Any]:
+    """Per ftq job: first create time and upstream status changes (for benchmarks)."""
+    return runtime(request).store.timeline()
