@@ -1,12 +1,18 @@
 """Benchmark: ftq's dataset validator vs a straightforward port of the cookbook notebook.
 
-Not a test. Generates a chat JSONL dataset in a temporary folder (deleted afterwards), then
-runs each implementation in its own child process and reports rows/s, MB/s, peak RSS and the
-throughput ratio, and checks that both count exactly the same tokens.
+Not a test. Generates a JSONL dataset in a temporary folder (deleted afterwards), then
+runs each implementation in its own child process and reports rows/s, MB/s, CPU-seconds,
+peak RSS (the largest process, and the whole process tree summed) and the ratios, and checks
+that both count exactly the same tokens.
 
-    python bench/validate.py                  # 100k rows
+    python bench/validate.py                  # 100k chat rows
     python bench/validate.py --rows 250000
     python bench/validate.py --large          # 1M rows, ~1.5 GB
+    python bench/validate.py --format prompt_completion   # or dpo
+
+The chat baseline is the cookbook notebook ported as-is; the prompt/completion and DPO
+baselines are the same approach (load every line, check, encode every value) applied to
+those formats with ftq's counting rules, since the notebook covers chat only.
 """
 
 from __future__ import annotations
@@ -48,7 +54,54 @@ def _paragraph(rng: random.Random, n_sentences: int) -> str:
     return " ".join(_sentence(rng, rng.randint(6, 18)) for _ in range(n_sentences))
 
 
-def generate(path: Path, rows: int, seed: int = 7) -> None:
+FORMATS = ("chat", "prompt_completion", "dpo")
+
+
+def generate(path: Path, rows: int, seed: int = 7, file_format: str = "chat") -> None:
+    if file_format == "prompt_completion":
+        generate_prompt_completion(path, rows, seed)
+    elif file_format == "dpo":
+        generate_dpo(path, rows, seed)
+    else:
+        generate_chat(path, rows, seed)
+
+
+def generate_prompt_completion(path: Path, rows: int, seed: int) -> None:
+    """prompt/completion rows of ~1 KB: a prompt template from a small pool plus a question."""
+    rng = random.Random(seed)
+    templates = ["Answer as ACME support. " + _paragraph(rng, 2) for _ in range(24)]
+    with path.open("w", encoding="utf-8") as out:
+        for _ in range(rows):
+            prompt = f"{rng.choice(templates)}\n\n{_paragraph(rng, rng.randint(1, 3))}\n\n###\n\n"
+            completion = " " + _paragraph(rng, rng.randint(3, 8)) + " END"
+            row = {"prompt": prompt, "completion": completion}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def generate_dpo(path: Path, rows: int, seed: int) -> None:
+    """Preference rows of ~1.5 KB: a system prompt from a small pool, a question, two answers."""
+    rng = random.Random(seed)
+    system_prompts = ["You are ACME's assistant. " + _paragraph(rng, 3) for _ in range(24)]
+    with path.open("w", encoding="utf-8") as out:
+        for _ in range(rows):
+            row = {
+                "input": {
+                    "messages": [
+                        {"role": "system", "content": rng.choice(system_prompts)},
+                        {"role": "user", "content": _paragraph(rng, rng.randint(1, 3))},
+                    ]
+                },
+                "preferred_output": [
+                    {"role": "assistant", "content": _paragraph(rng, rng.randint(2, 5))}
+                ],
+                "non_preferred_output": [
+                    {"role": "assistant", "content": _paragraph(rng, rng.randint(2, 5))}
+                ],
+            }
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def generate_chat(path: Path, rows: int, seed: int) -> None:
     """Chat rows of ~1.5 KB: a system prompt from a small pool, 1-3 user/assistant turns."""
     rng = random.Random(seed)
     system_prompts = [
@@ -192,6 +245,69 @@ def run_baseline(path: Path, encoding_name: str) -> dict[str, object]:
     }
 
 
+def run_baseline_prompt_completion(path: Path, encoding_name: str) -> dict[str, object]:
+    """Load everything, check the two keys, encode prompt and completion of every row."""
+    import bpe_openai
+
+    with open(path, encoding="utf-8") as handle:
+        dataset = [json.loads(line) for line in handle]
+    encoding = bpe_openai.get_encoding(encoding_name)
+    format_errors = 0
+    lengths, completion_lengths = [], []
+    for ex in dataset:
+        if not isinstance(ex.get("prompt"), str) or not isinstance(ex.get("completion"), str):
+            format_errors += 1
+            continue
+        completion = len(encoding.encode(ex["completion"]))
+        lengths.append(len(encoding.encode(ex["prompt"])) + completion)
+        completion_lengths.append(completion)
+    return {
+        "examples": len(dataset),
+        "tokens_total": sum(lengths),
+        "assistant_tokens": sum(completion_lengths),
+        "format_errors": format_errors,
+    }
+
+
+def run_baseline_dpo(path: Path, encoding_name: str) -> dict[str, object]:
+    """Load everything, check the shape, encode every message value (the notebook's rule:
+    3 per message plus its string values; 3 per example)."""
+    import bpe_openai
+
+    with open(path, encoding="utf-8") as handle:
+        dataset = [json.loads(line) for line in handle]
+    encoding = bpe_openai.get_encoding(encoding_name)
+
+    def message_tokens(message: dict) -> int:
+        return 3 + sum(len(encoding.encode(v)) for v in message.values() if isinstance(v, str))
+
+    format_errors = 0
+    lengths, output_lengths = [], []
+    for ex in dataset:
+        messages = (ex.get("input") or {}).get("messages")
+        outputs = [ex.get("preferred_output"), ex.get("non_preferred_output")]
+        if not messages or not all(isinstance(o, list) and len(o) == 1 for o in outputs):
+            format_errors += 1
+            continue
+        total = 3 + sum(message_tokens(m) for m in messages)
+        total += sum(message_tokens(o[0]) for o in outputs)
+        lengths.append(total)
+        output_lengths.append(sum(len(encoding.encode(o[0]["content"])) for o in outputs))
+    return {
+        "examples": len(dataset),
+        "tokens_total": sum(lengths),
+        "assistant_tokens": sum(output_lengths),
+        "format_errors": format_errors,
+    }
+
+
+BASELINES = {
+    "chat": run_baseline,
+    "prompt_completion": run_baseline_prompt_completion,
+    "dpo": run_baseline_dpo,
+}
+
+
 def run_ftq(path: Path, model: str, workers: int) -> dict[str, object]:
     sys.path.insert(0, str(REPO_ROOT))
     from service.files.validation.validator import validate_file
@@ -206,7 +322,7 @@ def run_ftq(path: Path, model: str, workers: int) -> dict[str, object]:
     }
 
 
-def child_main(which: str, path: Path, model: str, workers: int) -> None:
+def child_main(which: str, path: Path, model: str, workers: int, file_format: str) -> None:
     import resource
 
     sampler = TreeRssSampler()
@@ -216,7 +332,7 @@ def child_main(which: str, path: Path, model: str, workers: int) -> None:
         sys.path.insert(0, str(REPO_ROOT))
         from service.files.validation.tokens import encoding_for_model
 
-        result = run_baseline(path, encoding_for_model(model))
+        result = BASELINES[file_format](path, encoding_for_model(model))
     else:
         result = run_ftq(path, model, workers)
     result["seconds"] = time.perf_counter() - started
@@ -239,8 +355,11 @@ def child_main(which: str, path: Path, model: str, workers: int) -> None:
 # -- the driver ------------------------------------------------------------------------------
 
 
-def measure(which: str, path: Path, model: str, workers: int) -> dict[str, object]:
+def measure(
+    which: str, path: Path, model: str, workers: int, file_format: str
+) -> dict[str, object]:
     command = [sys.executable, __file__, "--child", which, str(path), model, str(workers)]
+    command.append(file_format)
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -252,22 +371,25 @@ def main() -> int:
     parser.add_argument("--model", default="gpt-4o-mini-2024-07-18")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--format", dest="file_format", choices=FORMATS, default="chat")
     args = parser.parse_args()
     rows = LARGE_ROWS if args.large else args.rows
 
     with tempfile.TemporaryDirectory(prefix="ftq-bench-") as folder:
         path = Path(folder) / "train.jsonl"
         started = time.perf_counter()
-        generate(path, rows)
+        generate(path, rows, file_format=args.file_format)
         size_mb = path.stat().st_size / 1e6
         print(
-            f"dataset: {rows:,} chat rows, {size_mb:,.1f} MB "
+            f"dataset: {rows:,} {args.file_format} rows, {size_mb:,.1f} MB "
             f"(generated in {time.perf_counter() - started:.1f} s); model {args.model}; "
             f"{os.cpu_count()} CPUs; ftq workers {args.workers}"
         )
-        results = {"ftq": measure("ftq", path, args.model, args.workers)}
+        results = {"ftq": measure("ftq", path, args.model, args.workers, args.file_format)}
         if not args.skip_baseline:
-            results["cookbook baseline"] = measure("baseline", path, args.model, 1)
+            results["cookbook baseline"] = measure(
+                "baseline", path, args.model, 1, args.file_format
+            )
 
     header = f"{'implementation':<18} {'seconds':>8} {'CPU s':>7} {'rows/s':>10} {'MB/s':>7} "
     header += f"{'max proc RSS MiB':>17} {'tree RSS MiB':>13} {'tokens':>14}"
@@ -296,6 +418,6 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child_main(sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        child_main(sys.argv[2], Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
         sys.exit(main())
