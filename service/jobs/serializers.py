@@ -7,7 +7,7 @@ object from a row, ``*_object`` its JSON-ready dump for payloads stored as JSON.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from service.jobs.budgets import actual_cost
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
@@ -68,13 +68,23 @@ def job_object(job: FineTuningJob, *, queue_position: int | None = None) -> dict
     return job_wire(job, queue_position=queue_position).model_dump(mode="json")
 
 
+# Providers' events are copied as they come; a level or type outside OpenAI's enums (a
+# compatible server's "warning", "debug") is shown as its nearest OpenAI value.
+_LEVELS: dict[str, Literal["info", "warn", "error"]] = {
+    "info": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+}
+
+
 def event_wire(event: JobEvent) -> FineTuningJobEventObject:
     return FineTuningJobEventObject(
         id=event.id,
         created_at=event.created_at,
-        level=event.level,  # type: ignore[arg-type]  # info, warn or error; validated here
+        level=_LEVELS.get(event.level, "info"),
         message=event.message,
-        type=event.type,  # type: ignore[arg-type]  # message or metrics; validated here
+        type="metrics" if event.type == "metrics" else "message",
         data=event.data,
     )
 
