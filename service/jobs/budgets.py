@@ -9,7 +9,7 @@ team over its budget is refused with the figures.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from sqlmodel import Field, Session, SQLModel, select
 
@@ -79,7 +79,7 @@ def estimate_cost(training: File, model: str, n_epochs: int | str) -> float | No
     if training.validation_status != "completed" or not training.report:
         return None
     report = Report.model_validate(training.report)
-    epochs = n_epochs if isinstance(n_epochs, int) else "auto"
+    epochs: int | Literal["auto"] = n_epochs if isinstance(n_epochs, int) else "auto"
     return estimate_for_job(report, model, epochs, get_settings().validation).cost_usd
 
 

@@ -12,9 +12,10 @@ import datetime as dt
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import leases
 from service.config import get_settings
@@ -34,9 +35,7 @@ def lock_account(session: Session, account: str) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def _active_counts(
-    session: Session, column: sa.ColumnElement, values: Iterable[str]
-) -> dict[str, int]:
+def _active_counts(session: Session, column: Any, values: Iterable[str]) -> dict[str, int]:
     rows = session.execute(
         sa.select(column, sa.func.count())
         .where(
@@ -51,10 +50,12 @@ def _active_counts(
 
 def has_slot(session: Session, job: FineTuningJob) -> bool:
     settings = get_settings()
-    team_active = _active_counts(session, FineTuningJob.team_id, [job.team_id]).get(job.team_id, 0)  # type: ignore[arg-type]
-    account_active = _active_counts(session, FineTuningJob.account, [job.account]).get(
+    team_active = _active_counts(session, col(FineTuningJob.team_id), [job.team_id]).get(
+        job.team_id, 0
+    )
+    account_active = _active_counts(session, col(FineTuningJob.account), [job.account]).get(
         job.account, 0
-    )  # type: ignore[arg-type]
+    )
     return (
         team_active < settings.max_active_jobs_per_team
         and account_active < settings.max_active_jobs_per_account
@@ -115,9 +116,9 @@ def fair_order(
 
 def _last_served(session: Session, teams: Iterable[str]) -> dict[str, dt.datetime | None]:
     rows = session.execute(
-        sa.select(FineTuningJob.team_id, sa.func.max(FineTuningJob.admitted_at))
-        .where(FineTuningJob.team_id.in_(list(teams)))  # type: ignore[attr-defined]
-        .group_by(FineTuningJob.team_id)
+        sa.select(col(FineTuningJob.team_id), sa.func.max(FineTuningJob.admitted_at))
+        .where(col(FineTuningJob.team_id).in_(list(teams)))
+        .group_by(col(FineTuningJob.team_id))
     )
     return {team: at for team, at in rows}
 
@@ -132,7 +133,10 @@ def admit(session: Session, account: str) -> list[str]:
             select(FineTuningJob).where(
                 FineTuningJob.account == account,
                 FineTuningJob.stage == JobStage.waiting,
-                sa.or_(FineTuningJob.next_poll_at.is_(None), FineTuningJob.next_poll_at <= now),  # type: ignore[union-attr,operator]
+                sa.or_(
+                    col(FineTuningJob.next_poll_at).is_(None),
+                    col(FineTuningJob.next_poll_at) <= now,
+                ),
             )
         )
     )
@@ -140,11 +144,9 @@ def admit(session: Session, account: str) -> list[str]:
         return []
     teams = {job.team_id for job in waiting}
     account_free = settings.max_active_jobs_per_account - _active_counts(
-        session,
-        FineTuningJob.account,
-        [account],  # type: ignore[arg-type]
+        session, col(FineTuningJob.account), [account]
     ).get(account, 0)
-    team_active = _active_counts(session, FineTuningJob.team_id, teams)  # type: ignore[arg-type]
+    team_active = _active_counts(session, col(FineTuningJob.team_id), teams)
     admitted: list[str] = []
     for job in fair_order(waiting, _last_served(session, teams)):
         if account_free <= 0:

@@ -10,8 +10,8 @@ from service.config import get_settings
 from service.errors import Conflict, InvalidRequest
 from service.files.validation.estimate import estimate_for_job
 from service.files.validation.report import Report
-from service.jobs.schemas import CreateJobInput, requested_epochs
 from service.jobs.runners import choose
+from service.jobs.schemas import CreateJobInput, requested_epochs
 from service.jobs.service import _usable_file
 
 

@@ -62,6 +62,9 @@ def create_job(
 ) -> FineTuningJob:
     """Record the job and schedule its submission; nothing reaches the provider here."""
     quota.check_job_create(session, team_id)
+    from service.registry.retrain import resolve as resolve_retrain
+
+    request, parent_job_id = resolve_retrain(session, team_id, request)
     runner = choose(session, team_id, request)
     provider = runner.check_request(session, team_id, request)
     local = provider.name == "local"
@@ -111,6 +114,7 @@ def create_job(
         provider=provider.name,
         account=provider.account,
         request_id=request_id,
+        parent_job_id=parent_job_id,
     )
     from service.evals.gate import check_config
 
@@ -280,9 +284,9 @@ def refuse_delete_in_use(session: Session, team_id: str, file_id: str) -> None:
             FineTuningJob.team_id == team_id,
             FineTuningJob.stage != JobStage.done,
             or_(
-                FineTuningJob.training_file_id == file_id,
-                FineTuningJob.validation_file_id == file_id,
-                FineTuningJob.converted_training_file_id == file_id,
+                col(FineTuningJob.training_file_id) == file_id,
+                col(FineTuningJob.validation_file_id) == file_id,
+                col(FineTuningJob.converted_training_file_id) == file_id,
             ),
         )
     ).first()

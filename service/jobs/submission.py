@@ -32,7 +32,7 @@ from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.files.models import File, ProviderFile
 from service.files.service import file_path
-from service.jobs import capacity, failures, lifecycle
+from service.jobs import capacity, failures, lifecycle, poll_groups
 from service.jobs.models import SUBMISSION_STAGES, FineTuningJob, JobStage
 from service.jobs.transitions import add_event
 from service.providers.base import (
@@ -143,13 +143,15 @@ def _cached_upload(account: str, sha256: str) -> ProviderFile | None:
         ).first()
 
 
-def _announce_upload(account: str, sha256: str) -> None:
-    """Write the intent before the upload, so a crash leaves a trace the next job follows."""
+def _announce_upload(account: str, sha256: str) -> bool:
+    """Write the intent before the upload, so a crash leaves a trace the next job follows;
+    False when another job announced the same content first (it uploads, we wait)."""
     try:
         with session_scope() as session:
             session.add(ProviderFile(account=account, sha256=sha256, upstream_file_id=None))
     except IntegrityError:
-        pass  # announced already (an earlier attempt, or another job with the same content)
+        return False
+    return True
 
 
 def _take_over_stale(account: str, sha256: str) -> bool:
@@ -213,7 +215,8 @@ def _ensure_uploaded(provider: FineTuningProvider, file_id: str) -> str:
         return known.upstream_file_id
     marker = upload_marker(sha256)
     if known is None:
-        _announce_upload(provider.account, sha256)
+        if not _announce_upload(provider.account, sha256):
+            raise _UploadInFlight()
         upstream_id = None
     elif _take_over_stale(provider.account, sha256):
         # Announced long ago and never completed: a worker died mid-upload, and its copy
@@ -263,7 +266,7 @@ def _create_upstream(claim: Claimed, owner: str, provider: FineTuningProvider) -
             hyperparameters=None if job.method else job.hyperparameters,
             suffix=job.suffix,
             seed=job.seed,
-            metadata=dict(job.user_metadata or {}),
+            metadata=poll_groups.tagged_metadata(job.id, dict(job.user_metadata or {})),
             integrations=job.integrations,
         )
     # The lookup is skipped only on a first attempt that moved to "creating" itself: a create
