@@ -109,6 +109,11 @@ def test_gate_promotes_a_fine_tune_that_learned_and_rejects_one_that_did_not(
         extra_body={"evaluation": gate},
     )
 
+    # No validation file: the gate holds out a seeded share of the training file.
+    split = client.fine_tuning.jobs.create(
+        model=BASE, training_file=training, suffix="split", extra_body={"evaluation": gate}
+    )
+
     def recorded(job_id: str) -> dict[str, Any] | None:
         body = evaluation(stack, key, job_id)
         return body if body["status"] == "recorded" else None
@@ -131,6 +136,12 @@ def test_gate_promotes_a_fine_tune_that_learned_and_rejects_one_that_did_not(
     }
     assert result["best_checkpoint"] is not None
     assert any(c["step"] is not None for c in result["checkpoints"])
+
+    split_result = wait_for(lambda: recorded(split.id), timeout=180)["evaluation"]
+    assert split_result["holdout"]["source"] == "training_split"
+    assert split_result["items"] == round(len(CHAT_EXAMPLES) * 0.2)
+    assert "trained on" in split_result["holdout"]["note"]
+    assert split_result["verdict"] == "promoted"
 
     blind_result = rejected["evaluation"]
     assert blind_result["verdict"] == "rejected", blind_result
