@@ -6,7 +6,8 @@ The rule: every ``/v1`` operation documents its success body (the route's
 own (402, 502…) with ``responses=errors(...)``. FastAPI's 422 ``HTTPValidationError`` is
 removed: ftq answers validation failures with 400 in OpenAI's shape (``api/errors.py``).
 Routes that read their body themselves (the streamed multipart upload, the inference
-pass-through) get their request schema declared here, since FastAPI cannot infer it.
+pass-through) get their request schema declared here, since FastAPI cannot infer it. The
+``webhooks`` section lists every event type of the catalogue with the body ftq POSTs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from service.files.wire import FileUploadForm
-from service.jobs.wire import ChatCompletionRequest, CompletionRequest
+from service.files.wire import FileObject, FileUploadForm
+from service.jobs.wire import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    FineTuningJobCheckpointObject,
+    FineTuningJobObject,
+)
+from service.webhooks.events import EventType
+from service.webhooks.wire import WebhookEvent
 
 
 class ErrorObject(BaseModel):
@@ -60,6 +68,15 @@ _RAW_BODIES: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
 }
 
 
+# The object a webhook event's ``data`` holds, by event type prefix (most specific first);
+# a new catalogue type is documented without touching this file.
+_EVENT_DATA: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("fine_tuning.job.checkpoint.", FineTuningJobCheckpointObject),
+    ("fine_tuning.job.", FineTuningJobObject),
+    ("file.", FileObject),
+)
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route's own error statuses, each as OpenAI's error object."""
     return {s: {"model": ErrorResponse, "description": _MEANING[s]} for s in statuses}
@@ -99,6 +116,34 @@ def _document(schema: dict[str, Any]) -> None:
                 }
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _document_webhooks(schema, components)
+
+
+def _document_webhooks(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    envelope = _add_component(components, WebhookEvent)
+    hooks = schema.setdefault("webhooks", {})
+    for event_type in EventType:
+        data = next((m for prefix, m in _EVENT_DATA if event_type.startswith(prefix)), None)
+        body: dict[str, Any] = envelope
+        if data is not None:
+            body = {
+                "allOf": [
+                    envelope,
+                    {
+                        "properties": {
+                            "type": {"const": event_type.value},
+                            "data": _add_component(components, data),
+                        }
+                    },
+                ]
+            }
+        hooks[event_type.value] = {
+            "post": {
+                "summary": f"{event_type.value}, signed per the Standard Webhooks spec",
+                "requestBody": {"content": {"application/json": {"schema": body}}},
+                "responses": {"200": {"description": "Any 2xx acknowledges the event."}},
+            }
+        }
 
 
 def install_openapi(app: FastAPI) -> None:

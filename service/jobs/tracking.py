@@ -2,25 +2,33 @@
 
 Nothing sleeps per job: ``next_poll_at`` and a lease live in the row, so a duplicate beat,
 a redelivered message or a dead worker costs at most one extra poll after the lease lapses.
-The interval adapts: it doubles while nothing changes and resets when the status moves.
+
+Statuses are read a poll group at a time (see poll_groups.py): one list call per group and
+status-check slot covers up to a hundred jobs, and a change it shows is recorded by the sweep
+at once. Per-job polls (events, checkpoints, the ending) are spent only where there is more to
+read: a job whose status moved, a running job once per metrics interval (longer the more jobs
+run, within the account's budget), a cancel to pass on. A job without a group tag keeps the
+adaptive per-job interval: it doubles while nothing changes and resets when the status moves.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from service import ids, leases
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
-from service.jobs import failures, lifecycle
+from service.jobs import failures, lifecycle, poll_groups
 from service.jobs.lifecycle import Outcome
 from service.jobs.models import (
     SUBMISSION_STAGES,
@@ -38,7 +46,9 @@ TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled
 
 log = structlog.get_logger(__name__)
 
-SWEEP_BATCH = 200
+# One sweep claims up to this many due jobs; a group's jobs come due together, so this is
+# about 40 groups' status checks at 10,000 active jobs and 64 groups.
+SWEEP_BATCH = 5000
 
 
 def next_interval(previous: float | None, changed: bool, rng: random.Random | None = None) -> float:
@@ -52,111 +62,203 @@ def next_interval(previous: float | None, changed: bool, rng: random.Random | No
 @dataclass(frozen=True)
 class _Due:
     job_id: str
-    owner: str
     account: str
     upstream_id: str
     upstream_status: str | None
     cancel_requested: bool
+    due_at: float  # the slot the job was scheduled for (epoch seconds)
+
+    @property
+    def group(self) -> str:
+        return poll_groups.group_of(self.job_id)
 
 
-# While an upstream job sits in one of these, nothing but its status can change; a list call
-# that shows the status unchanged makes the per-job poll unnecessary.
-QUIET_STATUSES = frozenset({"validating_files", "queued", "paused"})
-LIST_PAGE = 100
+@dataclass
+class _Plan:
+    """What one sweep does with the jobs it claimed."""
+
+    poll: list[str] = field(default_factory=list)  # per-job polls (events, checkpoints, end)
+    observed: dict[str, str] = field(default_factory=dict)  # job id -> new raw status
+    # job id -> next status-check slot: nothing else to do until then.
+    reschedule: dict[str, float] = field(default_factory=dict)
 
 
-def _claim_due(owner_prefix: str) -> list[_Due]:
+LIST_PAGE = 100  # OpenAI's largest page of jobs
+LIST_THREADS = 4  # group lists of one sweep run side by side (each is one small request)
+
+
+def _claim_due(owner: str) -> list[_Due]:
+    """Lease every due tracking job (up to SWEEP_BATCH) in one statement."""
     settings = get_settings()
     now = utcnow()
-    claimed: list[_Due] = []
-    with session_scope() as session:
-        due = session.exec(
-            select(FineTuningJob)
-            .where(
-                FineTuningJob.stage == JobStage.tracking,
-                FineTuningJob.next_poll_at <= now,  # type: ignore[operator]
-                leases.not_leased(FineTuningJob, now),
-            )
-            .order_by(FineTuningJob.next_poll_at)  # type: ignore[arg-type]
-            .limit(SWEEP_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for job in due:
-            owner = f"{owner_prefix}:{ids.random_base62(8)}"
-            result = session.execute(
-                sa.update(FineTuningJob)
-                .where(FineTuningJob.id == job.id, leases.not_leased(FineTuningJob, now))  # type: ignore[arg-type]
-                .values(
-                    lease_owner=owner,
-                    lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
-                )
-            )
-            if result.rowcount and job.upstream_job_id:  # type: ignore[attr-defined]
-                claimed.append(
-                    _Due(
-                        job.id,
-                        owner,
-                        job.account,
-                        job.upstream_job_id,
-                        job.upstream_status,
-                        job.cancel_requested,
-                    )
-                )
-    return claimed
-
-
-def _unchanged_by_list(claimed: list[_Due]) -> set[str]:
-    """Jobs whose quiet upstream status a list call shows unchanged (one request per page
-    of up to 100 jobs instead of one poll per job)."""
-    unchanged: set[str] = set()
-    by_account: dict[str, list[_Due]] = {}
-    for due in claimed:
-        if due.upstream_status in QUIET_STATUSES and not due.cancel_requested:
-            by_account.setdefault(due.account, []).append(due)
-    for account, group in by_account.items():
-        if len(group) < get_settings().list_poll_min_due:
-            continue
-        wanted = {due.upstream_id: due for due in group}
-        seen: dict[str, str] = {}
-        cursor: str | None = None
-        try:
-            provider = fine_tuning_provider_for_account(account)
-            for _ in range(len(group) // LIST_PAGE + 3):
-                page, has_more = provider.list_jobs(after=cursor, limit=LIST_PAGE)
-                seen.update({j.id: j.status for j in page if j.id in wanted})
-                if not has_more or not page or len(seen) == len(wanted):
-                    break
-                if page[-1].id == cursor:
-                    break  # a cursor that does not move: stop, the polls cover the rest
-                cursor = page[-1].id
-        except (ProviderError, LookupError) as error:
-            log.warning("list_poll_unavailable", account=account, error=str(error))
-            continue
-        unchanged.update(
-            due.job_id
-            for upstream_id, due in wanted.items()
-            if seen.get(upstream_id) == due.upstream_status
+    due_ids = (
+        sa.select(col(FineTuningJob.id))
+        .where(
+            col(FineTuningJob.stage) == JobStage.tracking,
+            col(FineTuningJob.next_poll_at) <= now,
+            leases.not_leased(FineTuningJob, now),
         )
-    return unchanged
+        .order_by(col(FineTuningJob.next_poll_at))
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        sa.update(FineTuningJob)
+        .where(col(FineTuningJob.id).in_(due_ids.scalar_subquery()))
+        .values(
+            lease_owner=owner,
+            lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
+        )
+        .returning(
+            col(FineTuningJob.id),
+            col(FineTuningJob.account),
+            col(FineTuningJob.upstream_job_id),
+            col(FineTuningJob.upstream_status),
+            col(FineTuningJob.cancel_requested),
+            col(FineTuningJob.next_poll_at),
+        )
+    )
+    with session_scope() as session:
+        rows = session.execute(claim).all()
+    return [
+        _Due(job_id, account, upstream_id, status, bool(cancel), _epoch(due_at or now))
+        for job_id, account, upstream_id, status, cancel, due_at in rows
+        if upstream_id
+    ]
+
+
+def _epoch(moment: dt.datetime) -> float:
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
+
+
+def _list_group(
+    account: str, group: str, wanted: set[str]
+) -> dict[str, UpstreamJob] | ProviderError:
+    """The group's jobs that ``wanted`` names, from one list call (more pages only for a
+    group over a page, capped so a provider that ignores the filter costs a few pages)."""
+    seen: dict[str, UpstreamJob] = {}
+    cursor: str | None = None
+    try:
+        provider = fine_tuning_provider_for_account(account)
+        for _ in range(len(wanted) // LIST_PAGE + 2):
+            page, has_more = provider.list_jobs(
+                after=cursor, limit=LIST_PAGE, metadata={poll_groups.POLL_GROUP_TAG: group}
+            )
+            seen.update({job.id: job for job in page if job.id in wanted})
+            if not has_more or not page or len(seen) == len(wanted) or page[-1].id == cursor:
+                break
+            cursor = page[-1].id
+    except LookupError as exc:
+        return ProviderError(str(exc), kind=ErrorKind.transient)
+    except ProviderError as error:
+        return error
+    return seen
+
+
+def _running_by_account() -> dict[str, int]:
+    with session_scope() as session:
+        rows = session.execute(
+            sa.select(col(FineTuningJob.account), sa.func.count())
+            .where(
+                col(FineTuningJob.stage) == JobStage.tracking,
+                col(FineTuningJob.upstream_status) == JobStatus.running,
+            )
+            .group_by(col(FineTuningJob.account))
+        ).all()
+    return {account: int(count) for account, count in rows}
+
+
+def _plan(claimed: list[_Due]) -> _Plan:
+    """Check claimed jobs' statuses a group at a time; decide which need a per-job poll."""
+    plan = _Plan()
+    groups: dict[tuple[str, str], list[_Due]] = {}
+    for due in claimed:
+        if due.cancel_requested:
+            plan.poll.append(due.job_id)  # the poll passes the cancel on
+        else:
+            groups.setdefault((due.account, due.group), []).append(due)
+    if not groups:
+        return plan
+    running = _running_by_account()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=LIST_THREADS) as pool:
+        listed = dict(
+            zip(
+                groups,
+                pool.map(
+                    lambda key: _list_group(key[0], key[1], {d.upstream_id for d in groups[key]}),
+                    groups,
+                ),
+                strict=True,
+            )
+        )
+    now = time.time()
+    for (account, group), members in groups.items():
+        seen = listed[(account, group)]
+        if isinstance(seen, ProviderError):
+            # The list failed (rate limit, outage): every member waits a slot, or what the
+            # provider asked; per-job polls now would only add load to a struggling provider.
+            log.warning("group_list_unavailable", account=account, group=group, error=str(seen))
+            later = poll_groups.next_check(group, now + (seen.retry_after or 0.0))
+            plan.reschedule.update({due.job_id: later for due in members})
+            continue
+        interval = poll_groups.metrics_interval(running.get(account, 0))
+        for due in members:
+            upstream = seen.get(due.upstream_id)
+            status = lifecycle.map_status(upstream.status) if upstream else None
+            if upstream is None or status is None:
+                plan.poll.append(due.job_id)  # untagged (created before groups) or unknown
+            elif status in TERMINAL:
+                plan.poll.append(due.job_id)  # the ending needs the full sync
+            elif status != due.upstream_status:
+                plan.observed[due.job_id] = upstream.status
+                plan.poll.append(due.job_id)  # its events and checkpoints follow
+            elif status == JobStatus.running and poll_groups.metrics_due(
+                due.job_id, due.due_at, interval
+            ):
+                plan.poll.append(due.job_id)
+            else:
+                plan.reschedule[due.job_id] = poll_groups.next_check(group, now)
+    return plan
 
 
 def sweep(owner_prefix: str) -> list[str]:
-    """Claim every due job (lease); jobs a list call shows unchanged are rescheduled, every
-    other one gets a poll task. Returns the claimed ids."""
-    claimed = _claim_due(owner_prefix)
-    unchanged = _unchanged_by_list(claimed)
+    """Claim every due job (lease), check their statuses a poll group at a time, record the
+    changes at once, and enqueue a per-job poll only where there is more to read (events and
+    checkpoints of a changed or running job, an ending, a cancel, an untagged job); the rest
+    wait for their group's next slot. Returns the claimed ids."""
+    owner = f"{owner_prefix}:{ids.random_base62(8)}"
+    claimed = _claim_due(owner)
+    if not claimed:
+        return []
+    plan = _plan(claimed)
     with session_scope() as session:
-        for due in claimed:
-            if due.job_id not in unchanged:
-                enqueue("jobs.poll", due.job_id, due.owner)
+        for job_id, raw_status in plan.observed.items():
+            job = session.get(FineTuningJob, job_id, with_for_update=True)
+            if job is None or job.lease_owner != owner or job.stage != JobStage.tracking:
                 continue
-            job = session.get(FineTuningJob, due.job_id, with_for_update=True)
-            if job is None or job.lease_owner != due.owner:
-                continue
-            job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed=False)
-            job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
-            leases.clear(job)
+            lifecycle.observe(session, job, raw_status)
+            job.upstream_status = lifecycle.map_status(raw_status)
+            job.updated_at = utcnow()
             session.add(job)
+        by_slot: dict[float, list[str]] = {}
+        for job_id, slot in plan.reschedule.items():
+            by_slot.setdefault(slot, []).append(job_id)
+        interval = poll_groups.check_interval()
+        for slot, job_ids in by_slot.items():
+            session.execute(
+                sa.update(FineTuningJob)
+                .where(col(FineTuningJob.id).in_(job_ids), col(FineTuningJob.lease_owner) == owner)
+                .values(
+                    next_poll_at=dt.datetime.fromtimestamp(slot, dt.UTC),
+                    poll_interval_seconds=interval,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+        for job_id in plan.poll:
+            enqueue("jobs.poll", job_id, owner)
     return [due.job_id for due in claimed]
 
 
@@ -266,10 +368,23 @@ def _sync(
             _finish_from_upstream(session, job, upstream, status)
         else:
             lifecycle.observe(session, job, upstream.status)
-            job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed)
-            job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
+            _schedule_next_check(job, upstream, changed)
         job.updated_at = utcnow()
         session.add(job)
+
+
+def _schedule_next_check(job: FineTuningJob, upstream: UpstreamJob, changed: bool) -> None:
+    """A job tagged with its poll group is next checked at its group's slot; one without
+    (created before groups, or with no room left in its metadata) keeps the adaptive
+    per-job interval."""
+    group = poll_groups.group_of(job.id)
+    if (upstream.metadata or {}).get(poll_groups.POLL_GROUP_TAG) == group:
+        slot = poll_groups.next_check(group, time.time())
+        job.poll_interval_seconds = poll_groups.check_interval()
+        job.next_poll_at = dt.datetime.fromtimestamp(slot, dt.UTC)
+        return
+    job.poll_interval_seconds = next_interval(job.poll_interval_seconds, changed)
+    job.next_poll_at = utcnow() + dt.timedelta(seconds=job.poll_interval_seconds)
 
 
 def _finish_from_upstream(

@@ -133,8 +133,11 @@ class FineTuningProvider(InferenceProvider, Protocol):
 
     def get_job(self, upstream_id: str) -> UpstreamJob: ...
 
-    def list_jobs(self, *, after: str | None, limit: int) -> tuple[list[UpstreamJob], bool]:
-        """One page of the account's jobs, newest first, and whether more follow."""
+    def list_jobs(
+        self, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    ) -> tuple[list[UpstreamJob], bool]:
+        """One page of the account's jobs, newest first, and whether more follow; with
+        ``metadata``, only jobs carrying every one of those pairs."""
         ...
 
     def list_new_events(self, upstream_id: str, after_event_id: str | None) -> list[UpstreamEvent]:

@@ -266,10 +266,14 @@ class OpenAIProvider(OpenAIInference):
         client = self._client.with_options(max_retries=0, timeout=timeout)
         return _job(self._call(client.fine_tuning.jobs.create, **params))
 
-    def list_jobs(self, *, after: str | None, limit: int) -> tuple[list[UpstreamJob], bool]:
+    def list_jobs(
+        self, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
+    ) -> tuple[list[UpstreamJob], bool]:
         kwargs: dict[str, Any] = {"limit": limit}
         if after:
             kwargs["after"] = after
+        if metadata:
+            kwargs["metadata"] = metadata  # the SDK sends metadata[k]=v, as OpenAI filters
         page = self._call(self._client.fine_tuning.jobs.list, **kwargs)
         return [_job(j) for j in page.data], bool(page.has_more)
 

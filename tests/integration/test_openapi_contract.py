@@ -223,6 +223,7 @@ def test_every_response_of_the_full_flow_matches_the_document(
     )
     checkpoints = api("GET", f"/v1/fine_tuning/jobs/{job['id']}/checkpoints", member)
     assert checkpoints["data"] and checkpoints["first_id"] == checkpoints["data"][0]["id"]
+    _check_webhook_bodies(stack, api.contract, {job["id"], uploaded["id"]})
 
     # Models and inference.
     models = api("GET", "/v1/models", member)
@@ -321,6 +322,32 @@ def test_every_response_of_the_full_flow_matches_the_document(
     covered = {(m, t) for m, t, _ in api.contract.checked}
     assert len(covered) >= 40, sorted(covered)
     assert {s for _, _, s in api.contract.checked} >= {200, 400, 401, 403, 404, 409, 413}
+
+
+def _check_webhook_bodies(stack: Stack, contract: Contract, object_ids: set[str]) -> None:
+    """The bodies ftq built for these objects' events match the document's webhooks."""
+    from sqlmodel import col, select
+
+    from service.webhooks.events import build_payload
+    from service.webhooks.outbox import OutboxEvent
+
+    rows = stack.db(
+        lambda s: [
+            (r.id, r.event_type, int(r.created_at.timestamp()), r.payload, r.sequence)
+            for r in s.exec(select(OutboxEvent).where(col(OutboxEvent.object_id).in_(object_ids)))
+        ]
+    )
+    types = {event_type for _, event_type, *_ in rows}
+    assert {"file.validated", "fine_tuning.job.succeeded"} <= types, types
+    for row in rows:
+        body = json.loads(build_payload(*row))
+        post = contract.spec["webhooks"][body["type"]]["post"]
+        # The envelope's own branches stay as written (an allOf); the objects are strict.
+        schema = post["requestBody"]["content"]["application/json"]["schema"]
+        errors = list(
+            Draft202012Validator({**schema, "components": contract.components}).iter_errors(body)
+        )
+        assert not errors, (body["type"], [e.message for e in errors[:3]])
 
 
 def _idempotent_create(api: Api, key: str, create: dict[str, Any]) -> str:

@@ -98,3 +98,12 @@ def test_job_and_file_objects_keep_openai_field_names(spec: dict[str, Any]) -> N
         # SDK-required fields are required here too.
         required = {n for n, f in theirs.model_fields.items() if f.is_required()}
         assert required <= set(schemas[ours]["required"]) | {"object"}, ours
+
+
+def test_every_catalogue_event_is_documented_as_a_webhook(spec: dict[str, Any]) -> None:
+    from service.webhooks.events import EVENT_TYPES
+
+    assert set(spec["webhooks"]) == set(EVENT_TYPES)
+    body = spec["webhooks"]["fine_tuning.job.succeeded"]["post"]["requestBody"]
+    data = body["content"]["application/json"]["schema"]["allOf"][1]["properties"]["data"]
+    assert data == {"$ref": "#/components/schemas/FineTuningJobObject"}
