@@ -50,14 +50,20 @@ _MEANING = {
     404: "No such object (another team's objects answer exactly like missing ones).",
     409: "Conflict: an Idempotency-Key reused with another body, or the object's state.",
     413: "The body or file is too large, or the team's storage quota is full.",
+    415: "The body is not JSON (uploads aside, every /v1 body is application/json).",
     429: "Rate limit or quota exceeded; see Retry-After.",
     502: "The provider failed to answer this call.",
     503: "A dependency is unavailable; nothing was changed. Retry after Retry-After.",
 }
 # Every /v1 operation can answer these (auth, roles, rate limits, a busy database).
 _ALWAYS = (400, 401, 403, 404, 429, 503)
-# Every write may meet an Idempotency-Key conflict or an oversized body.
-_WRITES = {"post": (409, 413), "put": (409, 413), "patch": (409, 413), "delete": (409,)}
+# Every write may meet an Idempotency-Key or state conflict, an oversized or non-JSON body.
+_WRITES = {
+    "post": (409, 413, 415),
+    "put": (409, 413, 415),
+    "patch": (409, 413, 415),
+    "delete": (409, 413, 415),
+}
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 
 # Operations whose bodies are read by the route itself: (method, path) -> (type, model).

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.evals.settings import EvalSettings
 from service.files.validation.settings import ValidationSettings
 from service.providers.local.settings import LocalTrainingSettings
+from service.registry.settings import RegistrySettings
 from service.webhooks.settings import WebhookSettings
 
 # Only ever valid in dev mode; production refuses to start with it.
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     local: LocalSettings = LocalSettings()
     evals: EvalSettings = EvalSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     sandbox_port: int = 8765
     api_port: int = 8000
