@@ -20,6 +20,7 @@ from api.routers import (
     graders,
     health,
     jobs,
+    migration,
     models,
     tenants,
     usage,
@@ -56,6 +57,7 @@ def create_app() -> FastAPI:
     app.include_router(evals.router)
     app.include_router(evals.jobs_router)
     app.include_router(graders.router)
+    app.include_router(migration.router)
     install_dashboard(app)
     return app
 

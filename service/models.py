@@ -7,6 +7,7 @@ from service.idempotency import IdempotencyKey
 from service.jobs.budgets import TeamBudget
 from service.jobs.models import FineTuningJob, JobCheckpoint, JobEvent
 from service.providers.credentials import ProviderCredential
+from service.registry.models import ModelNotice
 from service.tenants.models import ApiKey, ApiKeyAddress, AuditEvent, Team, TeamLimits
 from service.webhooks.models import (
     WebhookAttempt,
@@ -30,6 +31,7 @@ __all__ = [
     "IdempotencyKey",
     "JobCheckpoint",
     "JobEvent",
+    "ModelNotice",
     "OutboxEvent",
     "ProviderCredential",
     "ProviderFile",

@@ -52,6 +52,11 @@ app.conf.update(
             "task": "evals.reconcile",
             "schedule": settings.reconcile_interval_seconds,
         },
+        # Model registry: shutdown_approaching / retired notices, each sent once.
+        "registry.shutdown_alerts": {
+            "task": "registry.shutdown_alerts",
+            "schedule": settings.registry.alert_interval_seconds,
+        },
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     include=[
@@ -60,6 +65,7 @@ app.conf.update(
         "workers.tasks.webhooks",
         "workers.tasks.training",
         "workers.tasks.evals",
+        "workers.tasks.registry",
     ],
 )
 

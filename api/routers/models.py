@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,29 +15,57 @@ from api.auth import Reader, Writer
 from api.openapi import errors
 from api.pagination import ListObject, page
 from service.db import session_scope
-from service.errors import InvalidRequest, NotFound, UpstreamError
-from service.jobs import inference
+from service.errors import InvalidRequest, UpstreamError
 from service.jobs.inference import provider_for_model
-from service.jobs.wire import ChatCompletionObject, CompletionObject, ModelObject
+from service.jobs.wire import ChatCompletionObject, CompletionObject
 from service.providers.base import ProviderError
 from service.providers.errors import api_error_from_provider
+from service.registry import lineage as registry
+from service.registry.retirement import refuse_if_retired
+from service.registry.wire import RegisteredModelObject
 
 router = APIRouter(tags=["models"])
 
 
-@router.get("/v1/models", response_model=ListObject[ModelObject])
-def list_models(principal: Reader) -> dict[str, Any]:
+def _date_param(value: str | None, param: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{param} must be a date like 2027-01-14; got {value[:40]!r}.",
+            param=param,
+            code="invalid_date",
+        ) from None
+
+
+# ftq's registry: filters (query extensions) and, per fine-tune, its lineage and shutdown.
+@router.get("/v1/models", response_model=ListObject[RegisteredModelObject])
+def list_models(
+    principal: Reader,
+    provider: str | None = None,
+    base_model: str | None = None,
+    shuts_down_before: str | None = None,
+) -> dict[str, Any]:
+    before = _date_param(shuts_down_before, "shuts_down_before")
     with session_scope() as session:
-        return page(inference.list_models(session, principal.team_id), False)
+        return page(
+            registry.list_entries(
+                session,
+                principal.team_id,
+                provider=provider,
+                base_model=base_model,
+                shuts_down_before=before,
+            ),
+            False,
+        )
 
 
-@router.get("/v1/models/{model_id:path}", response_model=ModelObject)
+@router.get("/v1/models/{model_id:path}", response_model=RegisteredModelObject)
 def retrieve_model(model_id: str, principal: Reader) -> dict[str, Any]:
     with session_scope() as session:
-        for model in inference.list_models(session, principal.team_id):
-            if model["id"] == model_id:
-                return model
-    raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+        return registry.retrieve(session, principal.team_id, model_id)
 
 
 async def _json_body(
@@ -59,6 +88,7 @@ async def _json_body(
 async def _provider_for(principal: Any, model: str) -> Any:
     def resolve() -> Any:
         with session_scope() as session:
+            refuse_if_retired(session, principal.team_id, model)
             return provider_for_model(session, principal.team_id, model)
 
     return await run_in_threadpool(resolve)

@@ -20,8 +20,31 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # A re-trained job names the job it replays (lineage: GET /v1/models/{id} "parent").
+    op.add_column(
+        "fine_tuning_jobs",
+        sa.Column(
+            "parent_job_id", sa.String(40), sa.ForeignKey("fine_tuning_jobs.id"), nullable=True
+        ),
+    )
+    op.create_index("ix_jobs_parent", "fine_tuning_jobs", ["parent_job_id"])
+    op.create_table(
+        "model_notices",
+        sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("team_id", sa.String(32), sa.ForeignKey("teams.id"), nullable=False),
+        sa.Column("model", sa.String(512), nullable=False),
+        sa.Column("job_id", sa.String(40), sa.ForeignKey("fine_tuning_jobs.id"), nullable=False),
+        sa.Column("notice", sa.String(64), nullable=False),
+        sa.Column("shutdown_date", sa.Date, nullable=False),
+        sa.Column("sent", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("team_id", "model", "notice", name="uq_model_notices_once"),
+    )
+    op.create_index("ix_model_notices_team_id", "model_notices", ["team_id"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_model_notices_team_id", table_name="model_notices")
+    op.drop_table("model_notices")
+    op.drop_index("ix_jobs_parent", table_name="fine_tuning_jobs")
+    op.drop_column("fine_tuning_jobs", "parent_job_id")

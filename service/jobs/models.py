@@ -92,6 +92,8 @@ class FineTuningJob(SQLModel, table=True):
     # The evaluation gate asked for at create (eval id, criterion, min_delta) and its result.
     evaluation_config: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     evaluation: dict[str, Any] | None = Field(default=None, sa_column=json_column())
+    # The job this one re-trained elsewhere (retrain_of at create; see service.registry).
+    parent_job_id: str | None = Field(default=None, max_length=40, index=False)
 
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)

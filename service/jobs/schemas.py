@@ -108,7 +108,9 @@ class CreateJobInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    training_file: Annotated[str, Field(min_length=1, max_length=64)]
+    # Required unless retrain_of names a job whose training file is replayed (checked by
+    # service.registry.retrain.resolve, which fills it in).
+    training_file: Annotated[str, Field(min_length=1, max_length=64)] = ""
     validation_file: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     hyperparameters: SupervisedHyperparameters | None = None
     method: Method | None = None
@@ -123,6 +125,9 @@ class CreateJobInput(BaseModel):
     # ftq extension (send with extra_body): the evaluation gate run when training succeeds,
     # {"eval_id", "gate": {"criterion", "min_delta"}, "checkpoints"}; checked at create.
     evaluation: dict[str, Any] | None = None
+    # ftq extension (send with extra_body): re-train this job or model (of the team) here,
+    # replaying its files, method and evaluation; see service.registry.retrain.
+    retrain_of: Annotated[str, Field(min_length=1, max_length=512)] | None = None
 
     @field_validator("suffix")
     @classmethod

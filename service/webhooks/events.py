@@ -32,6 +32,8 @@ class EventType(enum.StrEnum):
     JOB_CANCELLED = "fine_tuning.job.cancelled"
     JOB_CHECKPOINT_CREATED = "fine_tuning.job.checkpoint.created"
     JOB_EVALUATED = "fine_tuning.job.evaluated"
+    MODEL_SHUTDOWN_APPROACHING = "model.shutdown_approaching"
+    MODEL_RETIRED = "model.retired"
     ENDPOINT_DISABLED = "webhook_endpoint.disabled"
     WEBHOOK_TEST = "webhook.test"
 

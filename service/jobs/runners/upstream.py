@@ -27,6 +27,11 @@ class UpstreamRunner:
     def check_request(self, session: Session, team_id: str, request: CreateJobInput) -> ProviderRef:
         _check_model(session, team_id, request.model)
         provider = provider_for_team(session, team_id)
+        # A provider past its job cut-off (OpenAI: 2027-01-06) is refused here, not upstream.
+        from service.registry.cutoffs import refuse_if_closed
+        from service.registry.shutdown import kind_of_provider
+
+        refuse_if_closed(kind_of_provider(provider))
         return ProviderRef(provider.name, provider.account)
 
     def admit(self, session: Session, job: FineTuningJob, *, inline: bool = False) -> None:

@@ -19,6 +19,8 @@ def test_catalogue():
         "fine_tuning.job.cancelled",
         "fine_tuning.job.checkpoint.created",
         "fine_tuning.job.evaluated",
+        "model.shutdown_approaching",
+        "model.retired",
         "webhook_endpoint.disabled",
         "webhook.test",
     } == EVENT_TYPES

@@ -1,0 +1,1 @@
+"""The model registry: lineage, shutdown dates, alerts, cut-offs, re-training elsewhere."""
