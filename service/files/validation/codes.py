@@ -22,6 +22,14 @@ CODES: dict[str, CodeInfo] = {
     "encoding_bom": CodeInfo(E, "Save the file as UTF-8 without a byte-order mark (BOM)."),
     "encoding_invalid_utf8": CodeInfo(E, "Re-encode the file as UTF-8."),
     "encoding_nul_byte": CodeInfo(E, "Remove NUL (0x00) bytes; the file may be UTF-16 or binary."),
+    "encoding_utf16": CodeInfo(E, "Re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)."),
+    "encoding_utf32": CodeInfo(E, "Re-encode the file as UTF-8 (e.g. `iconv -f UTF-32 -t UTF-8`)."),
+    "json_array_file": CodeInfo(
+        E, "Convert the JSON array to JSONL, one object per line (`ftq files convert`)."
+    ),
+    "csv_file": CodeInfo(
+        E, "Convert the CSV to JSONL with prompt/completion or messages (`ftq files convert`)."
+    ),
     "encoding_crlf": CodeInfo(W, "Use LF line endings (e.g. `dos2unix FILE`)."),
     "blank_line": CodeInfo(W, "Remove empty lines; every line must hold one JSON object."),
     "invalid_json": CodeInfo(E, "Fix the JSON syntax; each line must be one complete JSON object."),
@@ -40,6 +48,9 @@ CODES: dict[str, CodeInfo] = {
     ),
     "converted_to_chat": CodeInfo(
         W, "Upload chat-format data (messages) to control the conversion."
+    ),
+    "unknown_model": CodeInfo(
+        W, "Check the model name; an unknown one is validated with default encoding and prices."
     ),
     # Example counts.
     "too_few_examples": CodeInfo(E, "Provide at least the minimum number of examples (10)."),

@@ -87,6 +87,9 @@ class Report(BaseModel):
     counts_by_code: dict[str, int]
     counts_by_severity: dict[str, int]
     findings: list[Finding]
+    # ``findings`` lists at most this many per code (first by line); counts_by_code counts
+    # every occurrence, and findings_truncated says whether any code went past the cap.
+    findings_cap_per_code: int = 100
     findings_truncated: bool = False
     # Legacy prompt/completion extras (task type, common prefix/suffix), else empty.
     legacy: dict[str, Any] = Field(default_factory=dict)

@@ -38,6 +38,7 @@ from service.files.validation.report import (
     verdict_for,
 )
 from service.files.validation.settings import ValidationSettings, context_limit_for
+from service.files.validation.sniff import whole_file_problem
 from service.files.validation.tokens import encoding_for_model
 
 ProgressCallback = Callable[[int, int], None]
@@ -126,6 +127,8 @@ class FileScan:
     # line -> format code for examples, kept only as (line, code) for off-format lines later.
     dominant_format: str = fmt.UNKNOWN
     dedup_saturated: bool = False
+    # Set when the file is not JSONL as a whole (sniff.py): its one finding says it all.
+    whole_file_problem: bool = False
 
 
 class FindingSink:
@@ -167,6 +170,11 @@ def _scan_file(
 ) -> FileScan:
     scan = FileScan(path=path, role=role, bytes=path.stat().st_size)
     sink = FindingSink(scan, config, settings.findings_cap_per_code)
+    problem = whole_file_problem(path)
+    if problem is not None:
+        scan.whole_file_problem = True
+        sink.add(RawFinding(None, problem.code, problem.message, problem.suggestion))
+        return scan
     ranges = chunk_boundaries(path, settings.chunk_bytes)
     tasks = [ChunkTask(str(path), start, end, config) for start, end in ranges]
     parallel = scan.bytes >= settings.parallel_min_bytes
@@ -267,6 +275,8 @@ def _check_formats(scan: FileScan, sink: FindingSink, format_lines: dict[int, li
 
 
 def _check_file_level(scan: FileScan, sink: FindingSink, settings: ValidationSettings) -> None:
+    if scan.whole_file_problem:
+        return
     if scan.examples == 0 and scan.counts.total() == 0:
         sink.add(RawFinding(None, "empty_file", "The file holds no examples."))
     elif scan.examples < settings.min_examples:
@@ -559,6 +569,7 @@ def validate_file(
         counts_by_code=dict(sorted(counts.items())),
         counts_by_severity={"error": severities["error"], "warning": severities["warning"]},
         findings=_sorted_findings(findings),
+        findings_cap_per_code=cap,
         findings_truncated=any(n > cap for n in counts.values()),
         legacy=legacy_info,
         validation_file=validation_summary,
