@@ -173,3 +173,33 @@ def check_job_files(
             file_id=validation.id,
             local=local,
         )
+
+
+@dataclass(frozen=True)
+class JobMisfit:
+    param: str  # "training_file" or "validation_file"
+    code: str
+    message: str
+
+
+def job_misfit(
+    training: File,
+    validation: File | None,
+    model: str,
+    method_type: str | None,
+    *,
+    local: bool = False,
+) -> JobMisfit | None:
+    """For a job whose files' reports arrived after its create (admission): the first file
+    that does not fit, to fail the job with ``data_format`` instead of sending it upstream."""
+    for param, record in (("training_file", training), ("validation_file", validation)):
+        if record is None:
+            continue
+        problem = misfit(record.format, model, method_type, local=local)
+        if problem is not None:
+            return JobMisfit(
+                param,
+                problem.code,
+                f"File {record.id}: {problem.message} {problem.suggestion}",
+            )
+    return None

@@ -61,3 +61,30 @@ def test_prompt_completion_for_a_chat_model_stays_the_conversion_warning() -> No
     assert (finding.code, finding.severity) == ("converted_to_chat", "warning")
     assert fit_findings("prompt_completion", "qwen-local", "lora", local=True) == []
     assert fit_findings("prompt_completion", "babbage-002", None) == []
+
+
+def test_job_misfit_names_the_file_that_does_not_fit() -> None:
+    from service.files.compat import job_misfit
+    from service.files.models import File
+
+    def record(file_id: str, file_format: str | None) -> File:
+        return File(
+            id=file_id,
+            team_id="t",
+            filename="f.jsonl",
+            purpose="fine-tune",
+            bytes=1,
+            sha256="0",
+            storage_key="k",
+            format=file_format,
+        )
+
+    chat, dpo = record("file-chat", "chat"), record("file-dpo", "dpo")
+    assert job_misfit(chat, None, "gpt-4o-mini-2024-07-18", None) is None
+    problem = job_misfit(chat, dpo, "gpt-4o-mini-2024-07-18", "supervised")
+    assert problem is not None
+    assert (problem.param, problem.code) == ("validation_file", "format_method_mismatch")
+    assert problem.message.startswith("File file-dpo: ")
+    problem = job_misfit(chat, None, "babbage-002", None)
+    assert problem is not None and problem.param == "training_file"
+    assert job_misfit(record("file-new", None), None, "babbage-002", None) is None
