@@ -313,6 +313,14 @@ def test_every_response_of_the_full_flow_matches_the_document(
         "POST",
         "/v1/fine_tuning/jobs",
         member,
+        expect=415,
+        content=b"model=x",
+        headers={"content-type": "text/plain"},
+    )
+    api(
+        "POST",
+        "/v1/fine_tuning/jobs",
+        member,
         expect=409,
         json={**create, "suffix": "other"},
         headers={"Idempotency-Key": _idempotent_create(api, member, create)},
@@ -321,7 +329,7 @@ def test_every_response_of_the_full_flow_matches_the_document(
 
     covered = {(m, t) for m, t, _ in api.contract.checked}
     assert len(covered) >= 40, sorted(covered)
-    assert {s for _, _, s in api.contract.checked} >= {200, 400, 401, 403, 404, 409, 413}
+    assert {s for _, _, s in api.contract.checked} >= {200, 400, 401, 403, 404, 409, 413, 415}
 
 
 def _check_webhook_bodies(stack: Stack, contract: Contract, object_ids: set[str]) -> None:
