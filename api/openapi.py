@@ -26,7 +26,7 @@ from service.jobs.wire import (
     FineTuningJobObject,
 )
 from service.webhooks.events import EventType
-from service.webhooks.wire import WebhookEvent
+from service.webhooks.wire import WebhookEndpointObject, WebhookEvent
 
 
 class ErrorObject(BaseModel):
@@ -80,6 +80,8 @@ _EVENT_DATA: tuple[tuple[str, type[BaseModel]], ...] = (
     ("fine_tuning.job.checkpoint.", FineTuningJobCheckpointObject),
     ("fine_tuning.job.", FineTuningJobObject),
     ("file.", FileObject),
+    ("webhook_endpoint.", WebhookEndpointObject),
+    ("webhook.", WebhookEndpointObject),
 )
 
 
