@@ -108,6 +108,8 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     # models and inference
     ("GET", "/v1/models"): Expect(LIST, listing=True),
     ("GET", "/v1/models/{model_id}"): Expect(READ),
+    # the registry's plan: B's own (empty) plan, never A's models
+    ("GET", "/v1/migration_plan"): Expect(LIST, listing=True),
     ("POST", "/v1/chat/completions"): Expect(
         {"admin": 404, "member": 404, "viewer": 403, "operator": 403},
         body={"model": "{model_id}", "messages": [{"role": "user", "content": "hi"}]},
