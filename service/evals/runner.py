@@ -157,10 +157,20 @@ class _Execution:
         self.settings = get_settings().evals
         self.stop = threading.Event()
         self.retry_after: float | None = None
+        budget = min(self.settings.slice_seconds, get_settings().task_time_limit_seconds - 60)
+        self.deadline = time.monotonic() + max(1.0, budget)
 
     def _still_running(self) -> bool:
+        """May this thread start another item?"""
         if self.stop.is_set():
             return False
+        if time.monotonic() > self.deadline:
+            self.stop.set()  # this task's slice is over: _finish hands the rest on
+            return False
+        return self._still_ours()
+
+    def _still_ours(self) -> bool:
+        """Is the run still in progress under our lease (not canceled, deleted or taken)?"""
         with session_scope() as session:
             row = session.execute(
                 sa.select(EvalRun.status, EvalRun.lease_owner, EvalRun.deleted_at).where(  # type: ignore[call-overload]
@@ -221,7 +231,7 @@ class _Execution:
             self.retry_after = self.settings.default_retry_after_seconds
             self.stop.set()
             return
-        if not self._still_running():
+        if not self._still_ours():
             return  # canceled while this item was in flight: its result is not recorded
         self._commit(index, item, status, results, sample)
 

@@ -11,6 +11,9 @@ class EvalSettings(BaseModel):
     # Runs sampling at once through one provider account (others wait in the queue).
     max_runs_per_account: int = Field(default=4, ge=1)
     lease_seconds: float = Field(default=60.0, gt=0)
+    # One task works on a run for at most this long, then hands the rest to a fresh task
+    # (well inside Celery's time limit, so a long run is never killed mid-item).
+    slice_seconds: float = Field(default=240.0, gt=0)
     # A queued run whose message may be lost is re-enqueued after this long.
     requeue_seconds: float = Field(default=30.0, gt=0)
     # A 429 without Retry-After waits this long; longer Retry-After values release the run.

@@ -1,5 +1,6 @@
 """Eval runs as durable work, on a private stack (its worker is killed): a worker SIGKILLed
-mid-run is replaced and no finished item's model call is repeated; 429s with Retry-After
+mid-run is replaced and no finished item's model call is repeated, nor across the hand-offs
+between tasks that slice a long run; 429s with Retry-After
 are waited out, never recorded as errors; runs through one provider account take turns."""
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ def private() -> Iterator[Stack]:
             "FTQ_EVALS__REQUEUE_SECONDS": "1",
             "FTQ_EVALS__ITEM_CONCURRENCY": str(CONCURRENCY),
             "FTQ_EVALS__MAX_RUNS_PER_ACCOUNT": "1",
+            # Every task works two seconds, then hands the run to a fresh task: the killed
+            # run crosses hand-offs as well as the kill (the turn-taking runs fit in one).
+            "FTQ_EVALS__SLICE_SECONDS": "2",
         },
     )
     try:
