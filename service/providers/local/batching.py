@@ -72,14 +72,15 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
     return rows
 
 
-def pack(examples: list[Example], pad_id: int, device: Any) -> Batch:
-    """Several examples per row, each row as wide as the batch's longest example (so a row's
-    attention never costs more than the padded layout's), position ids restarting per
-    example."""
+def pack(examples: list[Example], pad_id: int, device: Any, capacity: int | None = None) -> Batch:
+    """Several examples per row, rows of at most ``capacity`` tokens (default: the longest
+    example, which never costs more attention than the padded layout), position ids restarting
+    per example. The tensor is as wide as the fullest row."""
     import torch
 
-    width = max(e.n_tokens for e in examples)
-    rows = pack_rows([e.n_tokens for e in examples], width)
+    lengths = [e.n_tokens for e in examples]
+    rows = pack_rows(lengths, max(max(lengths), capacity or 0))
+    width = max(sum(lengths[i] for i in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,7 @@ def run(
                 "training_file": str(training_file),
                 "validation_file": str(validation_file) if validation_file else None,
                 "parent_pid": os.getpid(),
+                "parent_host": socket.gethostname(),
                 "attempt": uuid.uuid4().hex,
             }
         ),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ class RankCallbacks(TrainingCallbacks):
     """Rank 0 relays events to the parent; every rank reads the cancel flag and checks that
     the parent (the training worker) still lives."""
 
-    def __init__(self, files: RunFiles, rank: int, parent_pid: int) -> None:
+    def __init__(self, files: RunFiles, rank: int, parent_pid: int | None) -> None:
+        # parent_pid is None on another host (a multi-node launch): nothing local to watch.
         self.files, self.rank, self.parent_pid = files, rank, parent_pid
         self._events = files.events.open("a", encoding="utf-8") if rank == 0 else None
 
@@ -60,7 +62,7 @@ class RankCallbacks(TrainingCallbacks):
     def should_cancel(self) -> bool:
         if self.files.cancel.exists():
             return True
-        if not _alive(self.parent_pid):
+        if self.parent_pid is not None and not _alive(self.parent_pid):
             raise SystemExit(f"rank {self.rank}: the training worker is gone")
         return False
 
@@ -101,7 +103,8 @@ def main(launch_file: Path) -> int:
     torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     ranks = Ranks(rank=rank, world=world, local_rank=local_rank, device=device)
-    callbacks = RankCallbacks(files, rank, int(launch["parent_pid"]))
+    same_host = launch.get("parent_host") == socket.gethostname()
+    callbacks = RankCallbacks(files, rank, int(launch["parent_pid"]) if same_host else None)
     validation = launch.get("validation_file")
     try:
         run_loop(
