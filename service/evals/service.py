@@ -218,7 +218,7 @@ def delete_eval(session: Session, team_id: str, eval_id: str) -> Eval:
     for run in session.exec(
         select(EvalRun).where(EvalRun.eval_id == record.id, col(EvalRun.deleted_at).is_(None))
     ):
-        _stop(run)
+        _stop(session, run)
         run.deleted_at = utcnow()
         session.add(run)
     audit.record(session, None, "eval.delete", "eval", record.id, team_id=team_id)
@@ -500,12 +500,16 @@ def list_runs(
     return _list(session, query, EvalRun, anchor, order, limit)
 
 
-def _stop(run: EvalRun) -> None:
+def _stop(session: Session, run: EvalRun) -> None:
     if run.status not in TERMINAL_RUN_STATUSES:
-        # The worker re-reads the status before each item: it stops within one item.
+        # The worker re-reads the status before each item: it stops within one item, and
+        # an item in flight then is not recorded, so the cost settled here is final.
         run.status = RunStatus.canceled
         run.cancel_requested = True
         run.finished_at = run.updated_at = utcnow()
+        record = session.get(Eval, run.eval_id)
+        if record is not None:
+            run.cost_usd = summarize(record, run, _item_rows(session, run.id))["cost_usd"]
 
 
 def cancel_run(session: Session, team_id: str, eval_id: str, run_id: str) -> EvalRun:
@@ -516,7 +520,7 @@ def cancel_run(session: Session, team_id: str, eval_id: str, run_id: str) -> Eva
             param="run_id",
             code="invalid_run_state",
         )
-    _stop(run)
+    _stop(session, run)
     session.add(run)
     audit.record(session, None, "eval.run.cancel", "eval_run", run.id, team_id=team_id)
     return run
@@ -524,7 +528,7 @@ def cancel_run(session: Session, team_id: str, eval_id: str, run_id: str) -> Eva
 
 def delete_run(session: Session, team_id: str, eval_id: str, run_id: str) -> EvalRun:
     run = get_run(session, team_id, eval_id, run_id)
-    _stop(run)
+    _stop(session, run)
     run.deleted_at = utcnow()
     session.add(run)
     audit.record(session, None, "eval.run.delete", "eval_run", run.id, team_id=team_id)
@@ -736,6 +740,9 @@ def eval_spend(session: Session, team_id: str, month: str | None = None) -> floa
     )
     total = 0.0
     for run in runs:
+        if run.status in TERMINAL_RUN_STATUSES:
+            total += run.cost_usd  # settled when the run finished or was stopped
+            continue
         record = session.get(Eval, run.eval_id)
         if record is not None:
             total += summarize(record, run, _item_rows(session, run.id))["cost_usd"]
