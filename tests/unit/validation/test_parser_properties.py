@@ -219,3 +219,21 @@ def test_issue_11_item_10_message_without_role_and_role_that_is_a_list() -> None
     assert counts["unrecognized_role"] == 2
     assert counts["invalid_content_type"] == 2
     assert scanner.result.examples == 4
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.binary(max_size=600),
+        st.sampled_from([b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00", b"[", b"a,b\n"]).flatmap(
+            lambda head: st.binary(max_size=300).map(lambda tail: head + tail)
+        ),
+    )
+)
+def test_whole_file_sniffing_and_validation_never_raise_on_any_bytes(data: bytes) -> None:
+    """The whole-file checks (UTF-16, JSON array, CSV, empty) run before any line is read."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.jsonl"
+        path.write_bytes(data)
+        report = validate_file(path, workers=1, settings=ValidationSettings(dedup_capacity=1 << 10))
+    assert report.verdict in ("pass", "warn", "block")
