@@ -44,10 +44,6 @@ class LocalTrainingSettings(BaseModel):
     # Processes one job may ask for (``resources.processes``): torchrun ranks on this worker,
     # one per device on GPU hosts. 1 keeps every job in the worker's own process.
     max_processes: int = Field(default=1, ge=1, le=64)
-    # How several processes share the model: DDP replicates it (the default), FSDP shards it
-    # (for a model that does not fit one device); "auto" picks FSDP when the weights and
-    # optimizer state would not fit the device's memory.
-    distributed_strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     # Recompute activations in the backward pass: less memory, about a third more compute.
     gradient_checkpointing: bool = False
     # Pack each batch's examples into fewer rows (no padding between them; attention kept

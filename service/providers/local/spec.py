@@ -209,7 +209,6 @@ class TrainingSpec(_Frozen):
     # > 1: torchrun launches this many ranks (see distributed.py); the global batch stays
     # ``batch_size``, split across ranks, so the loss curve does not depend on it.
     processes: int = Field(default=1, ge=1, le=64)
-    distributed_strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     gradient_checkpointing: bool = False
     packing: bool = True
 
@@ -253,7 +252,6 @@ class TrainingSpec(_Frozen):
             torch_threads=settings.torch_threads,
             device=settings.device,
             processes=processes,
-            distributed_strategy=settings.distributed_strategy,
             gradient_checkpointing=settings.gradient_checkpointing,
             packing=settings.packing,
         )

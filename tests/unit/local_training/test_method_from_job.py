@@ -80,9 +80,7 @@ def test_resources_are_checked_against_the_worker_limit():
 
 
 def test_spec_from_settings_carries_the_run_options(tmp_path):
-    settings = LocalTrainingSettings(
-        max_processes=2, gradient_checkpointing=True, packing=False, distributed_strategy="ddp"
-    )
+    settings = LocalTrainingSettings(max_processes=2, gradient_checkpointing=True, packing=False)
     spec = TrainingSpec.from_settings(
         settings,
         base_model_path=tmp_path,
