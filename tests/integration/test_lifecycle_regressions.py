@@ -30,7 +30,11 @@ _workers = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    stack = Stack("lifecycle", extra_env={"SANDBOX_JOB_SPEED": "4"})
+    # No SDK retries: one upload attempt is one request, so the interrupted-upload test can
+    # count copies at the provider (ftq's own task retries still apply).
+    stack = Stack(
+        "lifecycle", extra_env={"SANDBOX_JOB_SPEED": "4", "FTQ_PROVIDER_MAX_RETRIES": "0"}
+    )
     try:
         stack.start(workers=1)
         yield stack
