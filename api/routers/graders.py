@@ -14,6 +14,7 @@ from service.errors import InvalidRequest, RateLimited
 from service.evals import graders
 from service.evals.calls import ModelCalls, RateLimitedLater
 from service.evals.service import check_model
+from service.evals.wire import GraderRunResponse, GraderValidateResponse
 from service.jobs.inference import api_error_from_provider
 from service.providers.base import ProviderError
 
@@ -32,12 +33,12 @@ def _checked(team_id: str, spec: Any) -> dict[str, Any]:
         )
 
 
-@router.post("/validate")
+@router.post("/validate", response_model=GraderValidateResponse)
 def validate_grader(body: JsonBody, principal: Reader) -> dict[str, Any]:
     return {"grader": _checked(principal.team_id, body.get("grader"))}
 
 
-@router.post("/run")
+@router.post("/run", response_model=GraderRunResponse)
 async def run_grader(body: JsonBody, principal: Writer) -> dict[str, Any]:
     spec = await run_in_threadpool(_checked, principal.team_id, body.get("grader"))
     sample = body.get("model_sample")
