@@ -227,6 +227,13 @@ class _Execution:
             except TemplateError as error:
                 sample = {"error": {"code": "invalid_template", "message": str(error)}}
                 break
+            except (graders.GraderFailure, LookupError) as error:
+                # The model is no longer reachable for this team (deleted, credentials gone).
+                sample = {
+                    "model": self.run.model or "",
+                    "error": {"code": "model_unavailable", "message": str(error)},
+                }
+                break
         else:
             self.retry_after = self.settings.default_retry_after_seconds
             self.stop.set()
