@@ -74,7 +74,7 @@ async def _json_body(
     """The body of an inference call: a JSON object naming a model and its input."""
     try:
         body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…]]]]
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")

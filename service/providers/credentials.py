@@ -145,6 +145,14 @@ def _normalise(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
             f"Unknown provider '{kind}'; use 'openai' or 'azure_openai'.", param="provider"
         )
     base_url = fields.get("base_url")
+    for header_field in ("organization", "project"):
+        value = fields.get(header_field)
+        if value and not (value.isascii() and value.isprintable() and len(value) <= 256):
+            # Sent as OpenAI-Organization / OpenAI-Project headers on every call.
+            raise InvalidRequest(
+                f"{header_field} must be printable ASCII (at most 256 characters).",
+                param=header_field,
+            )
     return {
         "base_url": _check_url(base_url, "base_url") if base_url else OPENAI_BASE_URL,
         "organization": fields.get("organization") or None,
@@ -184,6 +192,12 @@ def put(
     if not api_key or not api_key.strip():
         raise InvalidRequest("api_key must not be empty.", param="api_key")
     api_key = api_key.strip()
+    if not (api_key.isascii() and api_key.isprintable()) or " " in api_key:
+        # It travels in an HTTP header; anything else would fail every call, later.
+        raise InvalidRequest(
+            "api_key must be printable ASCII without spaces, as providers issue them.",
+            param="api_key",
+        )
     config = _normalise(kind, fields)
     account = build(kind, config, api_key).account
     replaced = _retire_active(session, team_id)

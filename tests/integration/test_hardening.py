@@ -305,3 +305,28 @@ def test_finished_jobs_messages_and_events(stack: Stack, team: Team, dataset: Pa
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "144."
+
+
+def test_deeply_nested_or_unencodable_input_is_400(stack: Stack, team: Team) -> None:
+    conn = _connection(stack)
+    nested = b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=nested,
+        headers={
+            "Authorization": f"Bearer {team.keys['member']}",
+            "Content-Type": "application/json",
+        },
+    )
+    status, body = _answer(conn)
+    conn.close()
+    assert status == 400 and assert_openai_error(body)
+    for fields, param in (
+        ({"api_key": "sk-\ud800lone-surrogate"}, "api_key"),
+        ({"api_key": "sk-täst-0123456789"}, "api_key"),
+        ({"api_key": "sk-team-0123456789", "organization": "org-\u00e9"}, "organization"),
+    ):
+        status, body, _ = call(stack, "PUT", "/v1/provider_credentials", team.keys["admin"], fields)
+        assert status == 400, (fields, body)
+        assert assert_openai_error(body)["param"] == param
