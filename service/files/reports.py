@@ -1,4 +1,10 @@
-"""The pre-flight report of an uploaded file, produced by a worker right after upload."""
+"""The pre-flight report of an uploaded file, produced by a worker right after upload, and
+that report as it applies to another model and method (``GET …/validation?model=``).
+
+Rule: the stored report is written once per upload, by the worker that claimed it; a view for
+another model never changes it. A provider's moderation answer that cannot be read is a
+warning in the report at once, never a retry of the same answer.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +22,14 @@ from service.dispatch import enqueue
 from service.errors import InvalidRequest
 from service.files.models import File
 from service.files.service import file_object, file_path
-from service.files.validation.codes import CODES
-from service.files.validation.report import (
-    Finding,
-    Report,
-    add_findings,
-    severity_counts,
-    verdict_for,
-)
+from service.files.validation.report import Finding, Report, add_findings
+from service.files.validation.retarget import retarget
 from service.files.validation.screening import (
     MalformedModeration,
     apply_screening,
     screen_file,
 )
-from service.files.validation.settings import ValidationSettings, context_limit_for
+from service.files.validation.settings import ValidationSettings
 from service.files.validation.validator import validate_file
 from service.providers.base import ProviderError
 from service.providers.registry import provider_for_account, provider_for_team
@@ -321,53 +321,3 @@ def _recount(
     if stored.moderation is not None:
         report = apply_screening(report, screened, stored.moderation, settings)
     return report
-
-
-def retarget(report: Report, model: str, settings: ValidationSettings) -> Report:
-    """The report's counts under ``model``'s context limit and price, without the file:
-    per-line too_long findings are replaced by one file-level count."""
-    from service.files.validation.estimate import build_estimate
-
-    limit = context_limit_for(model, settings)
-    histogram = [(int(t), int(n)) for t, n in report.tokens.histogram]
-    estimate = build_estimate(
-        model=model,
-        counted_encoding=report.tokens.encoding,
-        n_examples=report.examples,
-        histogram=histogram,
-        n_epochs="auto",
-        settings=settings,
-    )
-    too_long = sum(n for t, n in histogram if t > limit)
-    counts = {k: v for k, v in report.counts_by_code.items() if k != "too_long"}
-    findings = [f for f in report.findings if f.code != "too_long"]
-    if too_long:
-        counts["too_long"] = too_long
-        findings.append(
-            Finding(
-                line=None,
-                code="too_long",
-                severity=CODES["too_long"].severity,
-                message=f"{too_long} examples are over {model}'s {limit:,}-token context.",
-                suggestion=CODES["too_long"].suggestion,
-            )
-        )
-    tokens = report.tokens.model_copy(
-        update={
-            "n_too_long": too_long,
-            "billed_per_epoch": estimate.billed_tokens_per_epoch,
-        }
-    )
-    severities = severity_counts(counts, findings)
-    return report.model_copy(
-        update={
-            "model": model,
-            "context_limit": limit,
-            "tokens": tokens,
-            "estimate": estimate,
-            "findings": findings,
-            "counts_by_code": dict(sorted(counts.items())),
-            "counts_by_severity": severities,
-            "verdict": verdict_for(severities),
-        }
-    )

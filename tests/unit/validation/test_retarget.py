@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.files.reports import retarget
+from service.files.validation.retarget import retarget
 from service.files.validation.validator import validate_file
 
 from .helpers import FAST_SETTINGS, chat, lines_of, write_lines
