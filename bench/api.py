@@ -1,0 +1,272 @@
+"""The API under load: 100 concurrent SDK clients, then the same with one team flooding.
+
+    python bench/api.py                        # 100 clients for 60 s, quiet then flooded
+    python bench/api.py --clients 20 --seconds 15
+
+A real stack in the production process layout (the API as docker-compose runs it — one
+uvicorn process —, a Celery worker with concurrency 4 and beat, on Postgres and Redis, the
+sandbox as upstream). Ten teams, each with a validated file and a few jobs; ``--clients``
+closed-loop clients (AsyncOpenAI, no think time) spread over the teams call what SDK users
+call most: retrieve a job (40 %), list its events (30 %), list files (20 %), create a job
+(10 %). Figures per route: requests/s, p50 and p99; then the same while one more team's key
+floods the API with ``--flood-clients`` more clients under a per-key limit of
+``--flood-rpm`` requests per minute: its accepted requests stay under that limit and the
+other teams' p99 is compared with the quiet phase.
+
+Baseline, same run: the quiet phase is the reference for the flooded one; ``GET /healthz``
+(no auth, no database) measured under the same load shows what the process itself costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import openai
+from openai import AsyncOpenAI
+
+from tests.integration.stack import Stack
+
+TEAMS = 10
+JOBS_PER_TEAM = 3
+MODEL = "gpt-4o-mini-2024-07-18"
+DATASET = "\n".join(
+    json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"Q{i}?"},
+                {"role": "assistant", "content": f"A{i}."},
+            ]
+        }
+    )
+    for i in range(12)
+).encode()
+MIX = (("retrieve job", 0.4), ("list events", 0.3), ("list files", 0.2), ("create job", 0.1))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def prepare(stack: Stack, teams: int) -> list[dict[str, Any]]:
+    """Teams with a validated file and a few jobs each (created through the SDK)."""
+    prepared = []
+    for t in range(teams):
+        team = stack.create_team(f"api{t}")
+        client = stack.client(team.keys["member"], max_retries=3)
+        file_id = client.files.create(file=("d.jsonl", DATASET), purpose="fine-tune").id
+        deadline = time.time() + 120
+        while client.files.retrieve(file_id).model_extra["validation"]["status"] != "completed":
+            if time.time() > deadline:
+                raise RuntimeError("a file's validation did not finish")
+            time.sleep(0.2)
+        jobs = [
+            client.fine_tuning.jobs.create(model=MODEL, training_file=file_id).id
+            for _ in range(JOBS_PER_TEAM)
+        ]
+        prepared.append({"id": team.id, "key": team.keys["member"], "file": file_id, "jobs": jobs})
+    return prepared
+
+
+async def client_loop(
+    api_url: str,
+    team: dict[str, Any],
+    stop_at: float,
+    samples: list[tuple[str, str, float, int]],
+    label: str,
+    mix: tuple[tuple[str, float], ...] = MIX,
+) -> None:
+    client = AsyncOpenAI(base_url=f"{api_url}/v1", api_key=team["key"], max_retries=0, timeout=60)
+    rng = random.Random()
+    names = [name for name, _ in mix]
+    weights = [weight for _, weight in mix]
+    try:
+        while time.time() < stop_at:
+            op = rng.choices(names, weights)[0]
+            job_id = rng.choice(team["jobs"])
+            started = time.perf_counter()
+            status = 200
+            try:
+                if op == "retrieve job":
+                    await client.fine_tuning.jobs.retrieve(job_id)
+                elif op == "list events":
+                    await client.fine_tuning.jobs.list_events(job_id, limit=20)
+                elif op == "list files":
+                    await client.files.list()
+                else:
+                    await client.fine_tuning.jobs.create(model=MODEL, training_file=team["file"])
+            except openai.APIStatusError as error:
+                status = error.status_code
+            except openai.APIConnectionError:
+                status = 0
+            samples.append((label, op, time.perf_counter() - started, status))
+            if status == 429:
+                await asyncio.sleep(0.05)  # a flooder that does not honour Retry-After
+    finally:
+        await client.close()
+
+
+async def health_loop(api_url: str, stop_at: float, samples: list[float]) -> None:
+    import httpx2
+
+    async with httpx2.AsyncClient(timeout=60) as http:
+        while time.time() < stop_at:
+            started = time.perf_counter()
+            await http.get(f"{api_url}/healthz")
+            samples.append(time.perf_counter() - started)
+            await asyncio.sleep(0.2)
+
+
+async def phase(
+    api_url: str,
+    teams: list[dict[str, Any]],
+    clients: int,
+    seconds: float,
+    flooder: dict[str, Any] | None,
+    flood_clients: int,
+) -> tuple[list[tuple[str, str, float, int]], list[float]]:
+    samples: list[tuple[str, str, float, int]] = []
+    health: list[float] = []
+    stop_at = time.time() + seconds
+    tasks = [
+        client_loop(api_url, teams[i % len(teams)], stop_at, samples, "team")
+        for i in range(clients)
+    ]
+    if flooder is not None:
+        flood_mix = (("retrieve job", 0.5), ("list files", 0.5))
+        tasks += [
+            client_loop(api_url, flooder, stop_at, samples, "flooder", flood_mix)
+            for _ in range(flood_clients)
+        ]
+    tasks.append(health_loop(api_url, stop_at, health))
+    await asyncio.gather(*tasks)
+    return samples, health
+
+
+def summarize(samples: list[tuple[str, str, float, int]], seconds: float) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for name, _ in MIX:
+        latencies = [lat for label, op, lat, status in samples if op == name and label == "team"]
+        ok = [
+            lat
+            for label, op, lat, status in samples
+            if op == name and label == "team" and status == 200
+        ]
+        rows[name] = {
+            "requests": len(latencies),
+            "ok": len(ok),
+            "per_s": len(latencies) / seconds,
+            "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+            "p99_ms": percentile(latencies, 0.99) * 1000 if latencies else float("nan"),
+        }
+    every = [lat for label, _op, lat, _status in samples if label == "team"]
+    rows["all"] = {
+        "requests": len(every),
+        "per_s": len(every) / seconds,
+        "p50_ms": statistics.median(every) * 1000 if every else float("nan"),
+        "p99_ms": percentile(every, 0.99) * 1000 if every else float("nan"),
+        "errors": sum(
+            1 for label, _op, _lat, status in samples if label == "team" and status != 200
+        ),
+    }
+    return rows
+
+
+def run(clients: int, seconds: float, flood_clients: int, flood_rpm: int) -> dict[str, Any]:
+    env = {
+        "FTQ_LOG_LEVEL": "WARNING",
+        "FTQ_SWEEP_INTERVAL_SECONDS": "10",
+        "FTQ_POLL_INTERVAL_MIN_SECONDS": "15",
+        "FTQ_POLL_INTERVAL_MAX_SECONDS": "600",
+        "FTQ_LEASE_SECONDS": "120",
+        "FTQ_SUBMIT_STALE_SECONDS": "60",
+        "FTQ_RECONCILE_INTERVAL_SECONDS": "30",
+        # Creates must not hit the quota or the fair queue's slots during the run.
+        "FTQ_LIMITS__MAX_ACTIVE_JOBS": "100000",
+        "FTQ_MAX_ACTIVE_JOBS_PER_TEAM": "100000",
+        "FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT": "100000",
+        "FTQ_LIMITS__REQUESTS_PER_MINUTE": "1000000",
+        "SANDBOX_JOB_SPEED": "0.01",  # jobs stay active: retrieves and events stay realistic
+    }
+    stack = Stack("benchapi", extra_env=env)
+    try:
+        stack.start(workers=0)
+        stack.start_worker("worker0", concurrency=4)
+        teams = prepare(stack, TEAMS)
+        flooder = prepare(stack, 1)[0]
+
+        def limit(session: Any) -> None:
+            from service.tenants import limits
+
+            limits.set_overrides(session, flooder["id"], {"requests_per_minute": flood_rpm})
+
+        stack.db(limit)
+        quiet, quiet_health = asyncio.run(phase(stack.api_url, teams, clients, seconds, None, 0))
+        flooded, flooded_health = asyncio.run(
+            phase(stack.api_url, teams, clients, seconds, flooder, flood_clients)
+        )
+        flood_ok = sum(
+            1 for label, _o, _l, status in flooded if label == "flooder" and status == 200
+        )
+        flood_429 = sum(
+            1 for label, _o, _l, status in flooded if label == "flooder" and status == 429
+        )
+        return {
+            "quiet": summarize(quiet, seconds),
+            "flooded": summarize(flooded, seconds),
+            "health_p99_ms": {
+                "quiet": percentile(quiet_health, 0.99) * 1000 if quiet_health else None,
+                "flooded": percentile(flooded_health, 0.99) * 1000 if flooded_health else None,
+            },
+            "flooder": {
+                "accepted": flood_ok,
+                "refused_429": flood_429,
+                "accepted_per_minute": flood_ok / (seconds / 60),
+                "limit_per_minute": flood_rpm,
+            },
+        }
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--flood-clients", type=int, default=50)
+    parser.add_argument("--flood-rpm", type=int, default=600)
+    args = parser.parse_args()
+    result = run(args.clients, args.seconds, args.flood_clients, args.flood_rpm)
+    for name in ("quiet", "flooded"):
+        print(f"{name}:")
+        for route, row in result[name].items():
+            print(
+                f"  {route:>13}: {row['per_s']:7.1f} req/s  p50 {row['p50_ms']:7.0f} ms  "
+                f"p99 {row['p99_ms']:7.0f} ms"
+            )
+    quiet_p99, flooded_p99 = result["quiet"]["all"]["p99_ms"], result["flooded"]["all"]["p99_ms"]
+    flooder = result["flooder"]
+    print(
+        f"others' p99 flooded / quiet: {flooded_p99 / quiet_p99:.2f}x; flooder accepted "
+        f"{flooder['accepted_per_minute']:.0f}/min (limit {flooder['limit_per_minute']}), "
+        f"{flooder['refused_429']} answered 429"
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
