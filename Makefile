@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test dev lint bench-validate bench-train bench-jobs bench-evals
+.PHONY: demo test dev lint bench-validate bench-train bench-jobs bench-evals bench-webhooks bench-api
 
 $(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,9 @@ bench-jobs: $(VENV)/.installed-test
 
 bench-evals: $(VENV)/.installed-test
 	$(BIN)/python bench/evals.py
+
+bench-webhooks: $(VENV)/.installed-test
+	$(BIN)/python bench/webhooks.py
+
+bench-api: $(VENV)/.installed-test
+	$(BIN)/python bench/api.py
