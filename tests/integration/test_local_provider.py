@@ -24,7 +24,13 @@ from openai import OpenAI
 from cli.inference import inference_command
 from cli.processes import free_port, wait_http_ok, worker_command
 from tests.integration.stack import Stack, Team, wait_for
-from tests.support.tiny_model import QA_PAIRS, build_tiny_model, chat_examples, write_chat_dataset
+from tests.support.tiny_model import (
+    QA_PAIRS,
+    build_tiny_model,
+    chat_examples,
+    preference_examples,
+    write_chat_dataset,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -93,6 +99,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
             "FTQ_LOCAL__LEASE_SECONDS": "4",
             "FTQ_LOCAL__HEARTBEAT_SECONDS": "0.5",
             "FTQ_LOCAL__INFERENCE_URL": f"http://127.0.0.1:{port}/v1",
+            "FTQ_LOCAL__MAX_PROCESSES": "2",
             "FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT": "5",
             # The validation file holds the 6 examples the training file leaves out.
             "FTQ_VALIDATION__MIN_EXAMPLES": "4",
@@ -131,6 +138,7 @@ def _create(
     suffix: str,
     training_file: str | None = None,
     validation_file: str | None = None,
+    resources: dict[str, Any] | None = None,
     **hyper: Any,
 ) -> Any:
     kind = method["type"]
@@ -141,16 +149,19 @@ def _create(
         "learning_rate_multiplier": LR_MULTIPLIER,
         **hyper,
     }
+    extra_body: dict[str, Any] = {
+        "provider": "local",
+        "method": {"type": kind, kind: {"hyperparameters": hyperparameters, **options}},
+    }
+    if resources is not None:
+        extra_body["resources"] = resources  # ftq's extension: processes per job
     return local.client.fine_tuning.jobs.create(
         model="tiny",
         training_file=training_file or local.train_file,
         validation_file=validation_file,
         suffix=suffix,
         # ftq's extensions: the provider, and methods OpenAI does not have.
-        extra_body={
-            "provider": "local",
-            "method": {"type": kind, kind: {"hyperparameters": hyperparameters, **options}},
-        },
+        extra_body=extra_body,
     )
 
 
@@ -238,7 +249,10 @@ def test_local_jobs_are_checked_before_anything_is_queued(local: Local) -> None:
         client.fine_tuning.jobs.create(
             model="tiny",
             training_file=local.train_file,
-            extra_body={"method": {"type": "dpo", "dpo": {}}, "provider": "local"},
+            extra_body={
+                "method": {"type": "freeze", "freeze": {"trainable_modules": [""]}},
+                "provider": "local",
+            },
         )
     assert bad_method.value.code == "invalid_method"
     assert client.fine_tuning.jobs.list().data == []
@@ -420,3 +434,251 @@ def test_killed_worker_resumes_from_its_last_checkpoint(local: Local) -> None:
     assert numbers == sorted(set(numbers)) and numbers[-1] == 160
     losses = [loss for _, loss in _train_losses(events)]
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0]
+
+
+# The local provider at scale (issue 14) ------------------------------------------------------
+# These go through the job runner, which must pass a job's ``resources`` and DPO method on to
+# the trainer; until the lead's runner does, they are expected to fail for that reason only.
+RESOURCES_HOOK = (
+    "needs the runner hook: schemas.CreateJobInput.resources checked with "
+    "spec.check_resources at create, and TrainingSpec.from_settings(..., processes=N) at run"
+)
+DPO_HOOK = (
+    "needs the runner hook: local DPO accepted at create (schemas.DpoMethod keeping 'lora' and "
+    "'sft_weight') and requests.training_method delegating to spec.method_from_job"
+)
+RETRY_HOOK = (
+    "needs the runner hook: TrainingProcessFailed re-queues the job (next attempt resumes) "
+    "instead of failing it with training_error"
+)
+
+
+def _job_dir(local: Local, job_id: str) -> Path:
+    return local.stack.root / "local-models" / job_id
+
+
+@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
+def test_two_process_job_trains_and_answers(local: Local) -> None:
+    job = _create(local, METHODS["lora"], suffix="ddp", resources={"processes": 2})
+    done = _wait_done(local, job.id, timeout=240)
+    assert done.status == "succeeded", done.error
+    info = json.loads((local.final_dir(job.id) / "ftq_model.json").read_text())
+    assert info["processes"] == 2
+    events = _events(local, job.id)
+    total = EPOCHS * N_TRAIN // BATCH
+    assert [step for step, _ in _train_losses(events)] == list(range(1, total + 1))
+    hits = [(q, a) for q, a in QA_PAIRS[:N_TRAIN] if _reply(local, done.fine_tuned_model, q) == a]
+    assert len(hits) >= N_TRAIN * 3 // 4, hits
+
+
+@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
+def test_more_processes_than_the_workers_allow_are_refused(local: Local) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        _create(local, METHODS["full"], suffix="toomany", resources={"processes": 3})
+    # spec.check_resources' message, not a generic unknown-field refusal.
+    assert "exceeds" in refused.value.message and "MAX_PROCESSES" in refused.value.message
+
+
+@pytest.mark.xfail(reason=DPO_HOOK, strict=False)
+def test_dpo_job_makes_the_preferred_answers_the_models_answers(
+    local: Local, tmp_path: Path
+) -> None:
+    pairs = _upload(
+        local.client,
+        write_chat_dataset(tmp_path / "pairs.jsonl", preference_examples()[:N_TRAIN]),
+    )
+    job = _create(
+        local,
+        {"type": "dpo", "sft_weight": 1.0, "lora": {"rank": 8, "alpha": 16}},
+        suffix="dpo",
+        training_file=pairs,
+        beta=0.1,
+    )
+    done = _wait_done(local, job.id, timeout=180)
+    assert done.status == "succeeded", done.error
+    assert (local.final_dir(job.id) / "adapter_config.json").is_file()
+    losses = [loss for _, loss in _train_losses(_events(local, job.id))]
+    assert sum(losses[-3:]) / 3 < 0.35 * losses[0]
+    hits = [(q, a) for q, a in QA_PAIRS[:N_TRAIN] if _reply(local, done.fine_tuned_model, q) == a]
+    assert len(hits) >= N_TRAIN * 3 // 4, hits
+
+
+@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
+def test_two_process_job_cancels_within_a_step(local: Local) -> None:
+    job = _create(
+        local,
+        {"type": "full"},
+        suffix="ddpcancel",
+        training_file=local.long_file,
+        batch_size=2,
+        n_epochs=100,
+        resources={"processes": 2},
+    )
+    wait_for(
+        lambda: _train_losses(_events(local, job.id)),
+        timeout=90,
+        what="the first training step",
+    )
+    local.client.fine_tuning.jobs.cancel(job.id)
+    done = _wait_done(local, job.id, timeout=60)
+    assert done.status == "cancelled"
+    events = _events(local, job.id)
+    requested = next(i for i, e in enumerate(events) if e.message.startswith("Cancellation"))
+    after = [e for e in events[requested:] if e.type == "metrics"]
+    # The flag reaches the ranks through the parent: the step in flight, and at most one that
+    # started while the flag was being written.
+    assert len(after) <= 2, [e.data for e in after]
+    assert not local.final_dir(job.id).exists()
+
+
+@pytest.mark.xfail(reason=f"{RESOURCES_HOOK}; {RETRY_HOOK}", strict=False)
+def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
+    client = local.client
+    job = _create(
+        local,
+        {"type": "full"},
+        suffix="ddpkill",
+        training_file=local.long_file,
+        batch_size=2,
+        n_epochs=20,
+        resources={"processes": 2},
+    )
+    wait_for(
+        lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data,
+        timeout=120,
+        interval=0.05,
+        what="the first checkpoint",
+    )
+    pid_file = _job_dir(local, job.id) / "run" / "rank-1.pid"
+    os.kill(int(pid_file.read_text()), 9)  # one rank only; the worker lives on
+
+    done = _wait_done(local, job.id, timeout=240)
+    assert done.status == "succeeded", done.error
+    events = _events(local, job.id)
+    resumed = [e for e in events if (e.data or {}).get("resumed_from_step")]
+    assert resumed, [e.message for e in events if e.type == "message"]
+    steps = [s for s, _ in _train_losses(events)]
+    assert steps.count(1) == 1 and steps[-1] == 160
+
+
+# Serving adapters through vLLM (a stand-in with vLLM's HTTP contract) ------------------------
+@dataclass
+class VllmLocal:
+    stack: Stack
+    client: OpenAI
+    standin: str  # the stand-in's root URL
+    models: list[str]
+
+
+@pytest.fixture(scope="module")
+def vllm_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmLocal]:
+    import sys
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    folder = tmp_path_factory.mktemp("vllm")
+    base = build_tiny_model(folder / "base")
+    port = free_port()
+    standin = f"http://127.0.0.1:{port}"
+    stack = Stack(
+        "vllm",
+        extra_env={
+            "HF_HUB_OFFLINE": "1",
+            "FTQ_LOCAL__ALLOWED_BASE_MODELS": json.dumps({"tiny": str(base)}),
+            "FTQ_LOCAL__TORCH_THREADS": "1",
+            "FTQ_LOCAL__DEVICE": "cpu",
+            "FTQ_LOCAL__CHECKPOINT_EACH_EPOCH": "false",
+            "FTQ_LOCAL__INFERENCE_BACKEND": "vllm",
+            "FTQ_LOCAL__VLLM_URL": f"{standin}/v1",
+            "FTQ_LOCAL__VLLM_MAX_LOADED_ADAPTERS": "2",
+            "FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT": "5",
+        },
+    )
+    try:
+        stack.start(workers=1)
+        _start_trainer(stack, "trainer0")
+        server = stack.group.start(
+            "vllm-standin",
+            [sys.executable, "-m", "tests.support.vllm_standin", "--port", str(port)],
+        )
+        wait_http_ok(f"{standin}/v1/models", timeout=60, proc=server)
+        team = stack.create_team("vllm")
+        client = stack.client(team.keys["member"])
+        train_file = _upload(client, write_chat_dataset(folder / "t.jsonl", chat_examples()[:4]))
+        jobs = [
+            client.fine_tuning.jobs.create(
+                model="tiny",
+                training_file=train_file,
+                suffix=f"a{i}",
+                extra_body={
+                    "provider": "local",
+                    "method": {
+                        "type": "lora",
+                        # Different epochs: three adapters with different weights.
+                        "lora": {
+                            "hyperparameters": {"n_epochs": 1 + i, "batch_size": 4},
+                            "rank": 4,
+                        },
+                    },
+                },
+            )
+            for i in range(3)
+        ]
+        models = []
+        for job in jobs:
+            done = wait_for(
+                lambda job=job: (
+                    (j := client.fine_tuning.jobs.retrieve(job.id)).status in TERMINAL and j
+                ),
+                timeout=180,
+                interval=0.25,
+                what=f"job {job.id} to finish",
+            )
+            assert done.status == "succeeded", done.error
+            models.append(done.fine_tuned_model)
+        yield VllmLocal(stack=stack, client=client, standin=standin, models=models)
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop()
+
+
+def _standin_stats(vllm: VllmLocal) -> dict[str, Any]:
+    import httpx2
+
+    return dict(httpx2.get(f"{vllm.standin}/standin/stats", timeout=10).json())
+
+
+def _ask(vllm: VllmLocal, model: str, text: str = "hello") -> str:
+    reply = vllm.client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0
+    )
+    return reply.choices[0].message.content or ""
+
+
+def test_adapter_is_loaded_into_vllm_on_first_call(vllm_local: VllmLocal) -> None:
+    a = vllm_local.models[0]
+    assert _standin_stats(vllm_local)["loads"] == []  # nothing loaded before a call
+    first = _ask(vllm_local, a)
+    assert first.startswith(f"[{a}@") and first.endswith("hello")
+    assert _ask(vllm_local, a) == first  # warm: same adapter, no second load
+    assert _standin_stats(vllm_local)["loads"] == [a]
+    stream = vllm_local.client.chat.completions.create(
+        model=a, messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == first
+
+
+def test_least_recently_used_adapter_is_unloaded_past_the_limit(vllm_local: VllmLocal) -> None:
+    a, b, c = vllm_local.models
+    replies = {m: _ask(vllm_local, m) for m in (a, b)}
+    _ask(vllm_local, a)  # a is now more recent than b
+    replies[c] = _ask(vllm_local, c)  # limit 2: b goes
+    stats = _standin_stats(vllm_local)
+    assert sorted(stats["loaded"]) == sorted([a, c])
+    assert stats["unloads"][-1] == b
+    # Each adapter answers as itself (its weights' digest differs), and b comes back cold.
+    assert len({r.split("]")[0] for r in replies.values()}) == 3
+    assert _ask(vllm_local, b) == replies[b]
+    stats = _standin_stats(vllm_local)
+    assert stats["loads"].count(b) == 2 and sorted(stats["loaded"]) == sorted([b, c])
