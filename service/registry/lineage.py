@@ -123,6 +123,10 @@ def lineage(session: Session, job: FineTuningJob) -> dict[str, Any]:
         "training_file": _file(session, job.training_file_id),
         "validation_file": _file(session, job.validation_file_id),
         "trained_tokens": job.trained_tokens,
+        # The provider's metrics CSV, and for local jobs the weights (service.registry.export).
+        "result_files": [
+            _file(session, file_id) or {"id": file_id} for file_id in job.result_files or []
+        ],
         "cost_usd": actual_cost(job),
         "created_at": int(job.created_at.timestamp()),
         "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None,

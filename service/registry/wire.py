@@ -42,6 +42,7 @@ class LineageObject(BaseModel):
     training_file: FileRef | None = None
     validation_file: FileRef | None = None
     trained_tokens: int | None = None
+    result_files: list[dict[str, Any]] = []
     cost_usd: float | None = None
     created_at: int
     finished_at: int | None = None

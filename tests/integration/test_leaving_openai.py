@@ -230,3 +230,90 @@ def test_migrate_retrains_on_local_with_lineage_and_comparison(world: World) -> 
     plan = client.get("/migration_plan", cast_to=object, options={"params": {"within_days": 60}})
     item = next(i for i in plan["data"] if i["fine_tuning_job_id"] == parent.id)
     assert item["status"] == "migrated"
+
+
+def test_local_adapter_downloads_and_loads_with_peft(world: World, tmp_path: Path) -> None:
+    """The re-trained LoRA's weights come back as a result file (a tar of the PEFT adapter,
+    its sha256 on the file object); loaded with plain transformers + peft onto the base, it
+    answers exactly as ftq's inference server does."""
+    import hashlib
+    import tarfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    client = world.client
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=world.train_file,
+        suffix="export",
+        extra_body={
+            "provider": "local",
+            "method": {
+                "type": "lora",
+                "lora": {
+                    "hyperparameters": {
+                        "n_epochs": 40,
+                        "batch_size": 5,
+                        "learning_rate_multiplier": 2.0,
+                    }
+                },
+            },
+        },
+    )
+    done = wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in TERMINAL and j,
+        timeout=300,
+        what="the LoRA job",
+    )
+    assert done.status == "succeeded", done.error
+    (result_id,) = done.result_files
+    record = client.files.retrieve(result_id)
+    assert record.purpose == "fine-tune-results" and record.filename == f"{job.id}-adapter.tar"
+    content = client.files.content(result_id).read()
+    assert len(content) == record.bytes
+    assert hashlib.sha256(content).hexdigest() == (record.model_extra or {})["sha256"]
+    archive = tmp_path / "adapter.tar"
+    archive.write_bytes(content)
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path, filter="data")
+    assert {f"{job.id}/adapter_model.safetensors", f"{job.id}/adapter_config.json"} <= names
+    adapter = tmp_path / job.id
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(world.base), adapter)
+    model.eval()
+    for message in chat_examples()[:4]:
+        question = message["messages"][0]["content"]
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        encoded = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=16,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        ours = tokenizer.decode(
+            output[0, encoded["input_ids"].shape[1] :].tolist(),
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        served = client.chat.completions.create(
+            model=done.fine_tuned_model,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": question}],
+            max_tokens=16,
+            temperature=0,
+        )
+        assert served.choices[0].message.content == ours, question
+    # The lineage lists the weights among the job's result files.
+    entry: Any = client.get(f"/models/{done.fine_tuned_model}", cast_to=object)
+    assert entry["lineage"]["fine_tuning_job_id"] == job.id
+    (listed,) = entry["lineage"]["result_files"]
+    assert listed["id"] == result_id and listed["sha256"] == hashlib.sha256(content).hexdigest()

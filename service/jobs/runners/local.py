@@ -499,8 +499,14 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
         _fail(job_id, owner, TRAINING_ERROR, f"Training failed: {type(exc).__name__}: {exc}.")
         return
 
+    # The weights as a downloadable result file, packed before the row lock is taken.
+    from service.registry import export
+
+    weights = export.stage(job_id, result.final_dir)
+
     def succeed(session: Session, job: FineTuningJob) -> None:
         job.hyperparameters = _resolved_hyperparameters(result.final_dir) or job.hyperparameters
+        job.result_files = [*(job.result_files or []), export.record(session, job, weights).id]
         add_event(
             session,
             job,
@@ -526,7 +532,8 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
             ),
         )
 
-    _finish(job_id, owner, succeed)
+    if not _finish(job_id, owner, succeed):
+        weights.staged.discard()
 
 
 def _resolved_hyperparameters(final: Path) -> dict[str, Any]:
