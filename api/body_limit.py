@@ -21,10 +21,10 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.idempotency import send_json
+from api.uploads import is_upload_route
 from service.config import get_settings
 from service.errors import FtqError, InvalidRequest, PayloadTooLarge
 
-UPLOAD_ROUTES = frozenset({("POST", "/v1/files")})
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -32,7 +32,7 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def _limit_for(method: str, path: str) -> tuple[int | None, str]:
     """The byte limit of a route's body and the setting that sets it (None: unbounded here)."""
     settings = get_settings()
-    if (method, path.rstrip("/")) in UPLOAD_ROUTES:
+    if is_upload_route(method, path):
         return None, ""
     if path.rstrip("/") in INFERENCE_PATHS:
         return settings.max_inference_body_bytes, "FTQ_MAX_INFERENCE_BODY_BYTES"

@@ -20,6 +20,7 @@ from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.uploads import is_upload_route
 from service import idempotency
 from service.errors import FtqError
 
@@ -74,6 +75,8 @@ class IdempotencyMiddleware:
             return
         scope_hash = idempotency.digest((_header(scope, b"authorization") or "").encode())
         fingerprint = _fingerprint_for(scope)
+        # Other bodies are bounded by api.body_limit; an upload refused early is not drained.
+        uploading = fingerprint.multipart or is_upload_route(scope["method"], scope["path"])
 
         async def hashing_receive() -> Message:
             message = await receive()
@@ -106,7 +109,7 @@ class IdempotencyMiddleware:
             if message["type"] == "http.response.start":
                 # A route that never reads its (bounded, non-upload) body still gets a
                 # complete fingerprint: read the rest before the response ends the request.
-                while not fingerprint.complete and not fingerprint.multipart:
+                while not fingerprint.complete and not uploading:
                     if (await hashing_receive())["type"] == "http.disconnect":
                         break
                 captured["status"] = message["status"]

@@ -20,7 +20,16 @@ from starlette.requests import ClientDisconnect
 from service.errors import FtqError, InvalidRequest, PayloadTooLarge
 from service.files.storage import LocalStorage, StagedUpload
 
+# The routes whose bodies stream through ``read_upload`` (and its own size limit) instead
+# of the JSON body limit (api.body_limit).
+UPLOAD_ROUTES = frozenset({("POST", "/v1/files")})
 MAX_FIELD_BYTES = 64 * 1024
+
+
+def is_upload_route(method: str, path: str) -> bool:
+    return (method, path.rstrip("/")) in UPLOAD_ROUTES
+
+
 # Multipart framing around the file (boundaries, part headers, small fields).
 ENVELOPE_ALLOWANCE = 256 * 1024
 
