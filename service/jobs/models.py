@@ -90,6 +90,8 @@ class FineTuningJob(SQLModel, table=True):
     estimated_finish: int | None = None
     cancel_requested: bool = False
     # The evaluation gate asked for at create (eval id, criterion, min_delta) and its result.
+    # A local job's requested resources ({"processes": N}); see migration 0010.
+    resources: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     evaluation_config: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     evaluation: dict[str, Any] | None = Field(default=None, sa_column=json_column())
     # The job this one re-trained elsewhere (retrain_of at create; see service.registry).

@@ -36,6 +36,10 @@ class SupervisedMethod(BaseModel):
 
 class DpoMethod(BaseModel):
     hyperparameters: DpoHyperparameters | None = None
+    # ftq extensions for the local provider: adapters instead of full weights, and an SFT
+    # term on the preferred answer. Refused for other providers at create.
+    lora: dict[str, Any] | None = None
+    sft_weight: Annotated[float, Field(ge=0, le=10)] | None = None
 
 
 class ReinforcementMethod(BaseModel):
@@ -120,6 +124,9 @@ class CreateJobInput(BaseModel):
     integrations: Annotated[list[Integration], Field(max_length=5)] | None = None
     # ftq extension (send with extra_body): order within the team's own queue.
     priority: Annotated[int, Field(ge=-10, le=10)] = 0
+    # ftq extension (send with extra_body): processes for a local job, e.g. {"processes": 2};
+    # checked against the training workers' limit at create.
+    resources: dict[str, Any] | None = None
     # ftq extension (send with extra_body): where it trains; None: the team's default.
     provider: Literal["openai", "local"] | None = None
     # ftq extension (send with extra_body): the evaluation gate run when training succeeds,

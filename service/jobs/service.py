@@ -111,6 +111,7 @@ def create_job(
         if request.integrations
         else None,
         priority=request.priority,
+        resources=request.resources,
         provider=provider.name,
         account=provider.account,
         request_id=request_id,

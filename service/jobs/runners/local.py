@@ -43,8 +43,10 @@ from service.jobs.models import (
 from service.jobs.runners.base import ProviderRef
 from service.jobs.schemas import CreateJobInput
 from service.jobs.transitions import add_checkpoint, add_event
+from service.providers.local.contract import TrainingProcessFailed
 from service.providers.local.naming import fine_tuned_model_name
 from service.providers.local.requests import LOCAL_METHOD_TYPES, training_method
+from service.providers.local.spec import check_resources
 from service.providers.local.trainer import TrainingCallbacks
 from service.tenants.models import Team
 
@@ -122,6 +124,10 @@ def check_request(request: CreateJobInput, settings: Settings | None = None) -> 
         raise InvalidRequest(
             f"Invalid method for local fine-tuning: {exc}", param="method", code="invalid_method"
         ) from exc
+    try:
+        check_resources(request.resources, local)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="resources", code="invalid_resources") from exc
 
 
 # Submission and cancel ----------------------------------------------------------------------
@@ -204,6 +210,7 @@ class Claim:
     hyperparameters: dict[str, Any] | None
     seed: int
     attempts: int
+    processes: int = 1
 
 
 def output_dir(job_id: str, settings: Settings | None = None) -> Path:
@@ -268,6 +275,7 @@ def claim(job_id: str, owner: str) -> Claim | None:
             hyperparameters=job.hyperparameters,
             seed=job.seed,
             attempts=job.attempts,
+            processes=int((job.resources or {}).get("processes", 1)),
         )
 
 
@@ -406,6 +414,17 @@ def _fail(
     _finish(job_id, owner, apply)
 
 
+def _requeue(job_id: str, owner: str, message: str) -> None:
+    with session_scope() as session:
+        job = session.get(FineTuningJob, job_id, with_for_update=True)
+        if job is None or job.lease_owner != owner or job.status in TERMINAL_STATUSES:
+            return
+        leases.clear(job)
+        job.next_poll_at = utcnow()
+        session.add(job)
+        add_event(session, job, message, level="warn")
+
+
 def _latest_checkpoint_step(job_id: str) -> int | None:
     from service.providers.local import checkpoints
 
@@ -453,6 +472,7 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
             hyperparameters=hyperparameters,
             seed=claimed.seed,
             output_dir=output_dir(job_id, settings),
+            processes=claimed.processes,
         ).model_copy(update={"checkpoint_each_epoch": settings.local.checkpoint_each_epoch})
     except UnknownBaseModel as exc:
         _fail(job_id, owner, failures.MODEL_UNAVAILABLE, f"Base model unavailable: {exc}.", "model")
@@ -486,6 +506,14 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
         return
     except LeaseLost:
         raise
+    except TrainingProcessFailed as exc:
+        # A rank died (killed, out of memory): not the job's fault. Give the job back so the
+        # reconciler starts it again at once; the next attempt resumes from the newest
+        # checkpoint, and repeated deaths end as worker_lost.
+        _requeue(
+            job_id, owner, f"A training process died ({exc}); resuming from the last checkpoint."
+        )
+        return
     except DatasetError as exc:
         _fail(
             job_id, owner, failures.DATA_FORMAT, f"Training data unusable: {exc}.", "training_file"

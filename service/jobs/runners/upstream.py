@@ -26,6 +26,7 @@ class UpstreamRunner:
 
     def check_request(self, session: Session, team_id: str, request: CreateJobInput) -> ProviderRef:
         _check_model(session, team_id, request.model)
+        _refuse_local_extensions(request)
         provider = provider_for_team(session, team_id)
         # A provider past its job cut-off (OpenAI: 2027-01-06) is refused here, not upstream.
         from service.registry.cutoffs import refuse_if_closed
@@ -112,6 +113,23 @@ class UpstreamRunner:
 
     def actual_cost(self, job: FineTuningJob) -> float | None:
         return budgets.cost_of_tokens(job.model, job.trained_tokens)
+
+
+def _refuse_local_extensions(request: CreateJobInput) -> None:
+    """Extensions only ftq's own trainer understands would be dropped silently upstream."""
+    if request.resources is not None:
+        raise InvalidRequest(
+            "resources applies to jobs on the local provider only (provider: 'local').",
+            param="resources",
+            code="invalid_resources",
+        )
+    dpo = request.method.dpo if request.method else None
+    if dpo is not None and (dpo.lora is not None or dpo.sft_weight is not None):
+        raise InvalidRequest(
+            "method.dpo.lora and method.dpo.sft_weight apply to the local provider only.",
+            param="method.dpo",
+            code="invalid_method",
+        )
 
 
 def _check_model(session: Session, team_id: str, model: str) -> None:

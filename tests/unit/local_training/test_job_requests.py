@@ -57,7 +57,11 @@ def test_request_extension_round_trips_through_the_schema():
     ("fields", "code", "param"),
     [
         ({"model": "gpt-4o-mini-2024-07-18"}, "model_not_available", "model"),
-        ({"method": {"type": "dpo", "dpo": {}}}, "invalid_method", "method"),
+        (
+            {"method": {"type": "reinforcement", "reinforcement": {"grader": {}}}},
+            "invalid_method",
+            "method",
+        ),
         (
             {"method": {"type": "lora", "lora": {"target_modules": []}}},
             "invalid_method",
