@@ -39,7 +39,7 @@ from service.evals.models import (
     RunStatus,
 )
 from service.evals.service import RUN_TASK, SAMPLING_KEYS, summarize
-from service.evals.templating import TemplateError, render, resolve
+from service.evals.templating import TemplateError, resolve
 from service.providers.base import ProviderError
 
 log = structlog.get_logger(__name__)
@@ -116,7 +116,11 @@ def _messages(run: EvalRun, item: dict[str, Any]) -> list[dict[str, Any]]:
     spec = run.data_source["input_messages"]
     if spec["type"] == "item_reference":
         value = resolve("{{" + spec["item_reference"] + "}}", {"item": item})
-        return [{"role": m["role"], "content": m.get("content") or ""} for m in value]
+        return [
+            {"role": m["role"], "content": m.get("content") or ""}
+            for m in value
+            if isinstance(m, dict) and isinstance(m.get("role"), str)
+        ]
     return graders.render_messages(spec["template"], {"item": item})
 
 
@@ -131,7 +135,10 @@ def _sample(run: EvalRun, item: dict[str, Any], calls: ModelCalls) -> dict[str, 
     usage = response.get("usage") or {}
     return {
         "model": run.model,
-        "input": [{"role": m["role"], "content": render(str(m["content"]), {})} for m in messages],
+        "input": [
+            {"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else ""}
+            for m in messages
+        ],
         "output": [{"role": "assistant", "content": text}],
         "output_text": text,
         "choices": response.get("choices") or [],
