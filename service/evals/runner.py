@@ -65,6 +65,12 @@ def _claim(run_id: str, owner: str) -> EvalRun | None:
             if not_before > now:
                 raise RetryLater((not_before - now).total_seconds(), "waiting for Retry-After")
         if run.account:
+            if session.get_bind().dialect.name == "postgresql":
+                # Serialise claims per account, so two workers cannot both take the last slot.
+                session.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                    {"key": f"evals:{run.account}"},
+                )
             busy = session.exec(
                 select(sa.func.count())
                 .select_from(EvalRun)
