@@ -12,7 +12,7 @@ from service.config import get_settings
 from service.errors import NotFound
 from service.jobs.models import FineTuningJob
 from service.jobs.service import find_model_owner
-from service.providers.base import Provider, ProviderError
+from service.providers.base import InferenceProvider, Provider, ProviderError
 from service.providers.errors import api_error_from_provider  # noqa: F401  (re-exported)
 from service.providers.registry import default_provider, provider_for_account, provider_for_team
 
@@ -113,7 +113,7 @@ def _verdict_summary(evaluation: dict[str, Any] | None) -> dict[str, Any] | None
     }
 
 
-def provider_for_model(session: Session, team_id: str, model: str) -> Provider:
+def provider_for_model(session: Session, team_id: str, model: str) -> InferenceProvider:
     """The provider that serves ``model`` to this team: a fine-tune or checkpoint of its own
     jobs through the account that trained it, a listed base model through the team's
     provider (the local provider for the local allow-list); anything else is a 404."""
