@@ -99,6 +99,11 @@ def _model_dir(model: str) -> Path:
     with session_scope() as session:
         path = local_jobs.model_dir_for(session, model)
         if path is None:
+            # A checkpoint of a local job (``…:ckpt-step-N``), materialised on first call.
+            from service.registry.checkpoints import checkpoint_model_dir
+
+            path = checkpoint_model_dir(session, model)
+        if path is None:
             known = session.exec(
                 select(FineTuningJob.id).where(
                     FineTuningJob.fine_tuned_model == model,

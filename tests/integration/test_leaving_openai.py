@@ -286,6 +286,7 @@ def test_local_adapter_downloads_and_loads_with_peft(world: World, tmp_path: Pat
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(world.base), adapter)
     model.eval()
+    answers: dict[str, str] = {}
     for message in chat_examples()[:4]:
         question = message["messages"][0]["content"]
         text = tokenizer.apply_chat_template(
@@ -312,6 +313,29 @@ def test_local_adapter_downloads_and_loads_with_peft(world: World, tmp_path: Pat
             temperature=0,
         )
         assert served.choices[0].message.content == ours, question
+        answers[question] = ours
+
+    # Its checkpoints answer too (materialised on first call); the last one holds the final
+    # weights, so it answers as the fine-tuned model does.
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    last = max(checkpoints, key=lambda c: c.step_number)
+    assert last.step_number == 80, [c.step_number for c in checkpoints]
+    for question, answer in answers.items():
+        reply = client.chat.completions.create(
+            model=last.fine_tuned_model_checkpoint,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=16,
+            temperature=0,
+        )
+        assert reply.choices[0].message.content == answer, question
+    earliest = min(checkpoints, key=lambda c: c.step_number)
+    reply = client.chat.completions.create(
+        model=earliest.fine_tuned_model_checkpoint,
+        messages=[{"role": "user", "content": "hello"}],
+        max_tokens=4,
+    )
+    assert reply.choices[0].message.role == "assistant"
+
     # The lineage lists the weights among the job's result files.
     entry: Any = client.get(f"/models/{done.fine_tuned_model}", cast_to=object)
     assert entry["lineage"]["fine_tuning_job_id"] == job.id
