@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from api.auth import Admin
 from service.db import session_scope
-from service.providers import credentials
+from service.providers.credentials import credential_object
 from service.providers.wire import ProviderCredentialsDeleted, ProviderCredentialsObject
+from service.tenants import provider_credentials as credentials
 
 router = APIRouter(prefix="/v1/provider_credentials", tags=["provider credentials"])
 
@@ -42,13 +43,13 @@ def put_credentials(body: PutCredentialsInput, principal: Admin) -> dict[str, An
         row = credentials.put(
             session, principal.team_id, body.provider, body.api_key.get_secret_value(), fields
         )
-        return credentials.credential_object(row)
+        return credential_object(row)
 
 
 @router.get("", response_model=ProviderCredentialsObject)
 def get_credentials(principal: Admin) -> dict[str, Any]:
     with session_scope() as session:
-        return credentials.credential_object(credentials.get(session, principal.team_id))
+        return credential_object(credentials.get(session, principal.team_id))
 
 
 @router.delete("", response_model=ProviderCredentialsDeleted)

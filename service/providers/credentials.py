@@ -31,7 +31,6 @@ from service.dbtypes import json_column
 from service.errors import InvalidRequest, NotFound
 from service.providers.azure_provider import AzureCredentials
 from service.providers.openai_provider import OpenAICredentials
-from service.tenants import audit
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 ALLOW_SETTING = "FTQ_PROVIDER_ALLOWED_NETWORKS"
@@ -185,10 +184,12 @@ def _retire_active(session: Session, team_id: str) -> ProviderCredential | None:
     return current
 
 
-def put(
+def store(
     session: Session, team_id: str, kind: str, api_key: str, fields: dict[str, Any]
-) -> ProviderCredential:
-    """Set the team's credentials (replacing any); the key is encrypted before it is stored."""
+) -> tuple[ProviderCredential, ProviderCredential | None]:
+    """Store the team's credentials, retiring any active ones: (the new row, the retired
+    row or None). The key is encrypted before it is stored. Callers audit the change
+    (``service.tenants.provider_credentials``)."""
     if not api_key or not api_key.strip():
         raise InvalidRequest("api_key must not be empty.", param="api_key")
     api_key = api_key.strip()
@@ -212,16 +213,7 @@ def put(
     )
     session.add(row)
     session.flush()
-    audit.record(
-        session,
-        None,
-        "provider_credentials.put",
-        "provider_credentials",
-        row.id,
-        {"provider": kind, "replaced": replaced.id if replaced else None},
-        team_id=team_id,
-    )
-    return row
+    return row, replaced
 
 
 def get(session: Session, team_id: str) -> ProviderCredential:
@@ -234,21 +226,14 @@ def get(session: Session, team_id: str) -> ProviderCredential:
     return row
 
 
-def delete(session: Session, team_id: str) -> ProviderCredential:
+def retire(session: Session, team_id: str) -> ProviderCredential:
+    """Retire the team's active credentials (rows stay: running jobs keep their account)."""
     row = _retire_active(session, team_id)
     if row is None:
         raise NotFound(
             "This team has no provider credentials to delete.",
             code="provider_credentials_not_found",
         )
-    audit.record(
-        session,
-        None,
-        "provider_credentials.delete",
-        "provider_credentials",
-        row.id,
-        team_id=team_id,
-    )
     return row
 
 

@@ -18,6 +18,7 @@ from service.files import quota
 from service.providers import credentials, registry
 from service.providers.azure_provider import AzureCredentials, AzureOpenAIProvider
 from service.tenants import audit, limits, ratelimit
+from service.tenants import provider_credentials as team_credentials
 from service.tenants import service as tenants
 from service.tenants.models import AuditEvent
 
@@ -155,7 +156,7 @@ class TestCredentials:
         team_id = _team()
         secret = "sk-unit-secret-0123456789"
         with session_scope() as session:
-            row = credentials.put(
+            row = team_credentials.put(
                 session, team_id, "openai", secret, {"base_url": "http://127.0.0.1:9/v1"}
             )
             account, ciphertext = row.account, row.secret_ciphertext
@@ -180,7 +181,7 @@ class TestCredentials:
 
         # Retired rows still resolve (running jobs keep their account); the team falls back.
         with session_scope() as session:
-            credentials.delete(session, team_id)
+            team_credentials.delete(session, team_id)
         with session_scope() as session:
             assert registry.provider_for_account(account, session=session) is provider
             assert registry.provider_for_team(session, team_id) is registry.default_provider()
@@ -191,7 +192,9 @@ class TestCredentials:
     def test_azure_needs_endpoint_and_version_and_maps_deployments(self) -> None:
         team_id = _team()
         with session_scope() as session, pytest.raises(InvalidRequest) as caught:
-            credentials.put(session, team_id, "azure_openai", "k" * 20, {"endpoint": "https://x"})
+            team_credentials.put(
+                session, team_id, "azure_openai", "k" * 20, {"endpoint": "https://x"}
+            )
         assert caught.value.param == "api_version"
         azure = AzureCredentials(
             endpoint="https://res.openai.azure.com",
