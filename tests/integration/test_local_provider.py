@@ -603,7 +603,9 @@ def vllm_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmLocal]:
         wait_http_ok(f"{standin}/v1/models", timeout=60, proc=server)
         team = stack.create_team("vllm")
         client = stack.client(team.keys["member"])
-        train_file = _upload(client, write_chat_dataset(folder / "t.jsonl", chat_examples()[:4]))
+        train_file = _upload(
+            client, write_chat_dataset(folder / "t.jsonl", chat_examples()[:N_TRAIN])
+        )
         jobs = [
             client.fine_tuning.jobs.create(
                 model="tiny",
