@@ -44,16 +44,8 @@ def _month(value: str | None) -> str | None:
 @router.get("/v1/usage", response_model=UsageObject)
 def usage(principal: Reader, month: str | None = None) -> dict[str, Any]:
     month = _month(month)
-    from service.evals.service import eval_spend
-
     with session_scope() as session:
-        result = budgets.usage(session, principal.team_id, month)
-        # Eval runs call models (sampling, judges): their cost counts in the month too.
-        spent = eval_spend(session, principal.team_id, month)
-        result["eval_cost_usd"] = spent
-        if result.get("remaining_usd") is not None:
-            result["remaining_usd"] = round(max(0.0, result["remaining_usd"] - spent), 6)
-        return result
+        return budgets.usage(session, principal.team_id, month)
 
 
 @router.get("/v1/budget", response_model=BudgetObject)

@@ -412,9 +412,10 @@ def _check_budget(session: Session, team_id: str) -> None:
     limit = budgets.budget_for(session, team_id)
     if limit is None:
         return
-    spent = budgets.usage(session, team_id)
-    committed = (limit - (spent.get("remaining_usd") or 0.0)) + eval_spend(session, team_id)
-    if committed >= limit:
+    # Jobs' holds and costs and the month's eval spend, as GET /v1/usage counts them.
+    remaining = budgets.usage(session, team_id).get("remaining_usd") or 0.0
+    committed = limit - remaining
+    if remaining <= 0:
         raise BudgetExceeded(
             f"Your team has spent or reserved ${committed:.2f} of its ${limit:.2f} monthly "
             "budget; eval runs call models and cannot start until the budget is raised.",

@@ -114,6 +114,13 @@ def _committed(job: FineTuningJob) -> float:
     return job.estimated_cost_usd or 0.0
 
 
+def eval_spend(session: Session, team_id: str, month: str | None = None) -> float:
+    """What the team's eval runs spent in the month (sampling and judge calls)."""
+    from service.evals.service import eval_spend as spend
+
+    return spend(session, team_id, month)
+
+
 def reserve(session: Session, job: FineTuningJob, estimate_usd: float) -> None:
     """Hold ``estimate_usd`` for ``job`` or raise BudgetExceeded stating the figures."""
     # Serialise reservations per team so two creates cannot both fit under the limit.
@@ -124,6 +131,7 @@ def reserve(session: Session, job: FineTuningJob, estimate_usd: float) -> None:
     if budget is not None:
         jobs, label = _month_jobs(session, job.team_id, None)
         committed = sum(_committed(j) for j in jobs if j.id != job.id)
+        committed += eval_spend(session, job.team_id)
         if committed + estimate_usd > budget:
             raise BudgetExceeded(
                 f"This job's estimated cost of ${estimate_usd:.2f} would take your team over its "
@@ -138,7 +146,8 @@ def reserve(session: Session, job: FineTuningJob, estimate_usd: float) -> None:
 def usage(session: Session, team_id: str, month: str | None = None) -> dict[str, Any]:
     jobs, label = _month_jobs(session, team_id, month)
     budget = budget_for(session, team_id)
-    committed = sum(_committed(j) for j in jobs)
+    evals_usd = eval_spend(session, team_id, month)
+    committed = sum(_committed(j) for j in jobs) + evals_usd
     return {
         "object": "usage",
         "team_id": team_id,
@@ -156,4 +165,5 @@ def usage(session: Session, team_id: str, month: str | None = None) -> dict[str,
         ),
         "budget_usd": budget,
         "remaining_usd": None if budget is None else round(max(0.0, budget - committed), 6),
+        "eval_cost_usd": evals_usd,
     }
