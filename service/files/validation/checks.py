@@ -7,6 +7,7 @@ Memory per call is bounded by the chunk size, never by the file size.
 
 from __future__ import annotations
 
+import reprlib
 from array import array
 from collections import Counter
 from collections.abc import Mapping
@@ -42,13 +43,23 @@ PROMPT_SEPARATOR_FALLBACK = "\n\n### =>\n\n"
 COMPLETION_ENDINGS = ("\n", ".", " END", "***", "+++", "&&&", "$$$", "@@@", "%%%")
 COMPLETION_ENDING_FALLBACK = " [END]"
 _PLAIN_ROLES = frozenset({"system", "user", "assistant"})
-# Values shown in messages are cut here: a "role" can be any JSON value, however large.
+# Values shown in messages are cut here: a "role" can be any JSON value, however large or
+# deep (orjson accepts 1,024 levels; repr() recurses and would raise long before).
 _SHOWN_CHARS = 60
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, _SHOWN_CHARS, _SHOWN_CHARS
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except RecursionError:  # hundreds of levels deep: not a real output, and not identical
+        return False
 
 
 # Distinct completions remembered for the classification heuristic (unique < n/3).
@@ -591,7 +602,11 @@ class ChunkScanner:
                     "tool_call_unknown_function",
                     f"A tool call uses function {name!r}, which tools does not declare.",
                 )
-        return count_tools_tokens(tools, self._count)
+        try:
+            return count_tools_tokens(tools, self._count)
+        except orjson.JSONEncodeError:  # nested deeper than JSON serialisers go (254 levels)
+            self.emit(line, "invalid_tools", "tools nest too deeply to be a function schema.")
+            return 0
 
     def _check_chat(
         self, line: int, example: dict[str, Any], texts: list[str]
@@ -672,7 +687,7 @@ class ChunkScanner:
             assistant_tokens += self._assistant_tokens
             n_messages += 1
             outputs.append(output[0])
-        if len(outputs) == 2 and outputs[0] == outputs[1]:
+        if len(outputs) == 2 and _same(outputs[0], outputs[1]):
             self.emit(line, "dpo_identical_outputs", "The two outputs are identical.")
         return tokens, assistant_tokens, n_messages
 

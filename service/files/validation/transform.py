@@ -23,7 +23,7 @@ def _split_key(raw: bytes, seed: int) -> int:
     # Keyed on the example's content, so duplicate lines always land on the same side.
     try:
         canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # bad, or nested too deep
         canonical = raw.strip()
     return hash64(seed.to_bytes(8, "little", signed=True) + canonical)
 

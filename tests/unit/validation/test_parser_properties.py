@@ -237,3 +237,28 @@ def test_whole_file_sniffing_and_validation_never_raise_on_any_bytes(data: bytes
         path.write_bytes(data)
         report = validate_file(path, workers=1, settings=ValidationSettings(dedup_capacity=1 << 10))
     assert report.verdict in ("pass", "warn", "block")
+
+
+def test_deeply_nested_values_in_every_position_are_findings() -> None:
+    """Found beyond the issue's instances: a role, content, weight, tools or output nested
+    hundreds of levels deep crashed repr(), orjson.dumps (254 levels) or ==."""
+    for depth in (300, 600, 1000):  # the lines stay within orjson's 1,024 levels
+        deep = "[" * depth + "]" * depth
+        templates = [
+            '{"messages":[{"role":DEEP,"content":"hi"}]}',
+            '{"messages":[{"role":"user","content":DEEP}]}',
+            '{"messages":[{"role":"assistant","content":"x","weight":DEEP}]}',
+            '{"messages":[{"role":"assistant","content":"x"}],"parallel_tool_calls":DEEP}',
+            '{"messages":[{"role":"assistant","content":"x"}],"tools":[{"type":"function",'
+            '"function":{"name":"f","parameters":DEEP}}]}',
+            '{"input":{"messages":[{"role":"user","content":"x"}]},'
+            '"preferred_output":[{"role":"assistant","content":DEEP}],'
+            '"non_preferred_output":[{"role":"assistant","content":DEEP}]}',
+            '{"prompt":"a","completion":DEEP}',
+        ]
+        lines = [template.replace("DEEP", deep) for template in templates]
+        scanner = ChunkScanner(CONFIG, 0, 1)
+        scanner.scan_bytes("\n".join(lines).encode(), at_file_start=True)
+        assert scanner.result.examples == 7, depth
+        assert scanner.result.counts["unrecognized_role"] == 1
+        assert scanner.result.counts["invalid_tools"] == (1 if depth > 250 else 0)
