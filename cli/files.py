@@ -314,9 +314,15 @@ def convert(path: Path, dst: Path, system_prompt: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(path: Path, count: int, seed: int) -> None:
     """Print a reproducible random sample of examples (JSONL, prefixed by line) for review."""
+    import json
+
     import orjson
 
     from service.files.validation.transform import sample_lines
 
     for line, example in sample_lines(path, count, seed):
-        click.echo(f"{line}\t{orjson.dumps(example).decode()}")
+        try:
+            text = orjson.dumps(example).decode()
+        except orjson.JSONEncodeError:  # nested past orjson's 254 levels: the stdlib copes
+            text = json.dumps(example, ensure_ascii=False, separators=(",", ":"))
+        click.echo(f"{line}\t{text}")
