@@ -18,6 +18,7 @@ from sandbox.errors import install_error_handlers
 from sandbox.faults import SandboxMiddleware, quiet_dropped_connection_logs
 from sandbox.routes import control, files, inference, jobs
 from sandbox.runtime import Runtime
+from sandbox.together import router as together_router
 
 
 def create_app(
@@ -35,6 +36,7 @@ def create_app(
     for module in (files, jobs, inference):
         app.include_router(module.router, prefix="/v1")
     app.include_router(control.router)
+    app.include_router(together_router)  # Together AI's shapes under /together/v1
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
