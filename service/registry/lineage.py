@@ -59,7 +59,13 @@ def _model_ref(job: FineTuningJob) -> dict[str, Any]:
     }
 
 
-def is_retired(session: Session, job: FineTuningJob, at: dt.datetime | None = None) -> bool:
+def is_retired(
+    session: Session,
+    job: FineTuningJob,
+    at: dt.datetime | None = None,
+    *,
+    ask_provider: bool = True,
+) -> bool:
     """Retired: the registry announced it, or its shutdown date has come."""
     if (
         job.fine_tuned_model
@@ -72,7 +78,7 @@ def is_retired(session: Session, job: FineTuningJob, at: dt.datetime | None = No
         ).first()
     ):
         return True
-    date = shutdown_date(session, job)
+    date = shutdown_date(session, job, ask_provider=ask_provider)
     return date is not None and date <= clock.today(at)
 
 

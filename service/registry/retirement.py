@@ -4,20 +4,30 @@ successor (the newest that succeeded) when there is one, instead of the provider
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from service.errors import NotFound
 from service.jobs.models import JobStatus
 from service.jobs.service import find_model_owner
-from service.registry.lineage import is_retired, successors
+from service.registry.lineage import RETIRED, is_retired, successors
+from service.registry.models import ModelNotice
 from service.registry.shutdown import shutdown_date
 
 
 def refuse_if_retired(session: Session, team_id: str, model: str) -> None:
     job = find_model_owner(session, team_id, model)
-    if job is None or job.provider == "local" or not is_retired(session, job):
+    # Configuration and recorded notices only: an inference call never waits on the
+    # provider's model list (beat reads it and records the retirement on the day).
+    if job is None or job.provider == "local" or not is_retired(session, job, ask_provider=False):
         return
-    date = shutdown_date(session, job)
+    notice = session.exec(
+        select(col(ModelNotice.shutdown_date)).where(
+            ModelNotice.team_id == team_id,
+            ModelNotice.model == job.fine_tuned_model,
+            ModelNotice.notice == RETIRED,
+        )
+    ).first()
+    date = notice or shutdown_date(session, job, ask_provider=False)
     when = f" on {date.isoformat()}" if date else ""
     ready = [s for s in successors(session, job) if s.status == JobStatus.succeeded]
     if ready:

@@ -80,9 +80,14 @@ def _reported(session: Session, job: FineTuningJob, base: str) -> dt.date | None
     return None
 
 
-def shutdown_date(session: Session, job: FineTuningJob) -> dt.date | None:
-    """The day ``job``'s fine-tune stops answering, or None when nothing says it will."""
+def shutdown_date(
+    session: Session, job: FineTuningJob, *, ask_provider: bool = True
+) -> dt.date | None:
+    """The day ``job``'s fine-tune stops answering, or None when nothing says it will.
+    ``ask_provider=False`` reads configuration only: for the inference path, which must not
+    wait on the provider's model list (the beat task asks it and records retirements)."""
     if job.provider == LOCAL or job.account == LOCAL_ACCOUNT:
         return None
     base = base_of(job.model)
-    return _reported(session, job, base) or configured_shutdown(kind_of_job(session, job), base)
+    reported = _reported(session, job, base) if ask_provider else None
+    return reported or configured_shutdown(kind_of_job(session, job), base)

@@ -205,4 +205,5 @@ def test_lineage_retrain_on_azure_alerts_and_retirement(
         )
     assert caught.value.code == "model_retired"
     assert child_job.fine_tuned_model in caught.value.message
+    assert "2027-01-14" in caught.value.message
     assert _model(stack, key, parent.fine_tuned_model)["retired"] is True
