@@ -91,7 +91,12 @@ async def read_upload(request: Request, storage: LocalStorage) -> ParsedUpload:
         if name == "file" and b"filename" in disp:
             if parsed.staged is not None:
                 raise InvalidRequest("Send exactly one 'file' part.", param="file")
-            parsed.filename = disp[b"filename"].decode(errors="replace")
+            filename = disp[b"filename"].decode(errors="replace")
+            if any(ord(char) < 0x20 or ord(char) == 0x7F for char in filename):
+                raise InvalidRequest(
+                    "The file name contains control characters (such as NUL).", param="file"
+                )
+            parsed.filename = filename
             parsed.staged = storage.stage()
             part["is_file"] = True
 

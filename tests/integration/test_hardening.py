@@ -330,3 +330,38 @@ def test_deeply_nested_or_unencodable_input_is_400(stack: Stack, team: Team) -> 
         status, body, _ = call(stack, "PUT", "/v1/provider_credentials", team.keys["admin"], fields)
         assert status == 400, (fields, body)
         assert assert_openai_error(body)["param"] == param
+
+
+def test_a_file_name_with_control_characters_is_refused_before_storing(
+    stack: Stack, team: Team
+) -> None:
+    # Raw multipart: the SDK would percent-encode the NUL itself.
+    conn = _connection(stack)
+    boundary = "b0undary"
+    payload = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+            f"fine-tune\r\n--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="a\x00b.jsonl"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + _line("hi")
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    conn.request(
+        "POST",
+        "/v1/files",
+        body=payload,
+        headers={
+            "Authorization": f"Bearer {team.keys['member']}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    status, body = _answer(conn)
+    conn.close()
+    assert status == 400, body
+    error = assert_openai_error(body)
+    assert error["param"] == "file" and "control characters" in error["message"]
+    assert stack.client(team.keys["member"]).files.list().data == []
+    staging = stack.root / "files" / ".staging"
+    assert not staging.exists() or list(staging.iterdir()) == []
