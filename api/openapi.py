@@ -25,6 +25,7 @@ from service.jobs.wire import (
     FineTuningJobCheckpointObject,
     FineTuningJobObject,
 )
+from service.registry.wire import ModelNoticeObject
 from service.webhooks.events import EventType
 from service.webhooks.wire import WebhookEndpointObject, WebhookEvent
 
@@ -82,6 +83,7 @@ _EVENT_DATA: tuple[tuple[str, type[BaseModel]], ...] = (
     ("file.", FileObject),
     ("webhook_endpoint.", WebhookEndpointObject),
     ("webhook.", WebhookEndpointObject),
+    ("model.", ModelNoticeObject),
 )
 
 

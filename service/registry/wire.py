@@ -88,3 +88,18 @@ class MigrationPlanObject(BaseModel):
     as_of: str
     within_days: int
     data: list[MigrationPlanItem]
+
+
+class ModelNoticeObject(BaseModel):
+    """``data`` of ``model.shutdown_approaching`` and ``model.retired`` webhook events."""
+
+    object: Literal["model"] = "model"
+    id: str
+    fine_tuning_job_id: str
+    provider: str
+    base_model: str
+    shutdown_date: str
+    days_left: int
+    threshold_days: int | None = None
+    successors: list[dict[str, Any]]
+    suggested_target: MigrationTarget | None = None

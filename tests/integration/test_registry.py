@@ -182,10 +182,35 @@ def test_lineage_retrain_on_azure_alerts_and_retirement(
     def parent_notices() -> list[tuple[str, int]]:
         return [(t, s) for t, o, s in _notices(stack, team.id) if o == parent.id]
 
+    def payloads() -> list[dict[str, Any]]:
+        def query(session: Any) -> list[dict[str, Any]]:
+            from sqlmodel import select
+
+            from service.webhooks.outbox import OutboxEvent
+
+            rows = session.exec(
+                select(OutboxEvent).where(
+                    OutboxEvent.team_id == team.id, OutboxEvent.object_id == parent.id
+                )
+            )
+            return [r.payload for r in rows if r.event_type.startswith("model.")]
+
+        return stack.db(query)
+
     assert _send_alerts(stack, team.id, "2026-12-01") == {}
     _send_alerts(stack, team.id, "2026-12-16")
     _send_alerts(stack, team.id, "2026-12-16")
     assert parent_notices() == [("model.shutdown_approaching", 30)]
+    # The event's data is the documented wire object (/openapi.json webhooks).
+    from service.registry.wire import ModelNoticeObject
+
+    (notice,) = [ModelNoticeObject.model_validate(p) for p in payloads()]
+    assert (notice.id, notice.days_left, notice.threshold_days) == (
+        parent.fine_tuned_model,
+        29,
+        30,
+    )
+    assert notice.successors[0]["fine_tuning_job_id"] == child["id"]
     _send_alerts(stack, team.id, "2027-01-08")
     _send_alerts(stack, team.id, "2027-01-13")
     _send_alerts(stack, team.id, "2027-01-13")
