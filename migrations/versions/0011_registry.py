@@ -21,13 +21,13 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # A re-trained job names the job it replays (lineage: GET /v1/models/{id} "parent").
-    op.add_column(
-        "fine_tuning_jobs",
-        sa.Column(
-            "parent_job_id", sa.String(40), sa.ForeignKey("fine_tuning_jobs.id"), nullable=True
-        ),
-    )
-    op.create_index("ix_jobs_parent", "fine_tuning_jobs", ["parent_job_id"])
+    # Batch mode: SQLite (the embedded default) cannot add a foreign key in place.
+    with op.batch_alter_table("fine_tuning_jobs") as batch:
+        batch.add_column(sa.Column("parent_job_id", sa.String(40), nullable=True))
+        batch.create_foreign_key(
+            "fk_jobs_parent_job", "fine_tuning_jobs", ["parent_job_id"], ["id"]
+        )
+        batch.create_index("ix_jobs_parent", ["parent_job_id"])
     op.create_table(
         "model_notices",
         sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
@@ -46,5 +46,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_model_notices_team_id", table_name="model_notices")
     op.drop_table("model_notices")
-    op.drop_index("ix_jobs_parent", table_name="fine_tuning_jobs")
-    op.drop_column("fine_tuning_jobs", "parent_job_id")
+    with op.batch_alter_table("fine_tuning_jobs") as batch:
+        batch.drop_index("ix_jobs_parent")
+        batch.drop_constraint("fk_jobs_parent_job", type_="foreignkey")
+        batch.drop_column("parent_job_id")

@@ -61,6 +61,7 @@ def job_wire(job: FineTuningJob, *, queue_position: int | None = None) -> FineTu
         cost_usd=actual_cost(job),
         estimated_cost_usd=job.estimated_cost_usd,
         cancel_requested=job.cancel_requested,
+        evaluation=job.evaluation,
     )
 
 
