@@ -40,6 +40,7 @@ from service.providers.base import (
     UpstreamEvent,
     UpstreamJob,
 )
+from service.providers.streaming import chat_chunks
 
 TOGETHER_BASE_URL = "https://api.together.xyz/v1"
 DEFAULT_LEARNING_RATE = 1e-5
@@ -267,13 +268,23 @@ class TogetherProvider:
             if response.status_code >= 400:
                 response.read()
                 raise self._error(response)
+            if "json" in response.headers.get("content-type", ""):
+                # A plain answer to a stream request: stream it (service/providers/streaming.py).
+                response.read()
+                yield from chat_chunks(response.json())
+                return
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[len("data:") :].strip()
                 if data == "[DONE]":
                     return
-                yield json.loads(data)
+                try:
+                    yield json.loads(data)
+                except ValueError:
+                    raise ProviderError(
+                        "Together sent a stream event that is not JSON", kind=ErrorKind.permanent
+                    ) from None
         finally:
             response.close()
 

@@ -120,3 +120,22 @@ def test_legacy_completions_convert_too() -> None:
     }
     (chunk,) = text_completion_chunks(answer)
     assert chunk["choices"][0]["text"] == " 144." and chunk["object"] == "text_completion"
+
+
+def test_together_streams_a_json_answer_too(
+    upstream: tuple[HTTPServer, OpenAIInference],
+) -> None:
+    from service.providers.together_provider import TogetherCredentials, TogetherProvider
+
+    server, _provider = upstream
+    together = TogetherProvider(
+        TogetherCredentials(
+            api_key="tg-test", base_url=f"http://127.0.0.1:{server.server_port}/v1"
+        ),
+        timeout=5,
+        max_retries=0,
+    )
+    chunks = list(together.chat_completion_stream(BODY))
+    assert "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"]) == (
+        "Paris."
+    )
