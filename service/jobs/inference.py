@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from service.jobs.models import FineTuningJob
 from service.jobs.service import find_model_owner
 from service.providers.base import InferenceProvider, Provider, ProviderError
 from service.providers.errors import api_error_from_provider  # noqa: F401  (re-exported)
+from service.providers.local import vllm
 from service.providers.registry import default_provider, provider_for_account, provider_for_team
 
 log = structlog.get_logger(__name__)
@@ -129,3 +131,15 @@ def provider_for_model(session: Session, team_id: str, model: str) -> InferenceP
         param="model",
         code="model_not_found",
     )
+
+
+def _local_model_directory(model: str) -> Path | None:
+    """Where a succeeded local fine-tune is served from (for the vLLM adapter loader)."""
+    from service.db import session_scope
+    from service.jobs.runners.local import model_dir_for
+
+    with session_scope() as session:
+        return model_dir_for(session, model)
+
+
+vllm.register_model_directory(_local_model_directory)

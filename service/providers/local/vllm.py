@@ -29,7 +29,7 @@ import structlog
 
 from service.config import Settings
 from service.providers.base import ErrorKind, ProviderError
-from service.providers.local.provider import LOCAL, LocalProvider
+from service.providers.local.provider import LocalProvider
 
 log = structlog.get_logger(__name__)
 
@@ -227,26 +227,23 @@ def _served_model(model: str, data_dir: Path) -> ServedModel | None:
     return found
 
 
+# Which directory serves a model name is the jobs domain's knowledge (a succeeded local
+# job's ``final/``); the domain registers the lookup, so this adapter imports no domain.
+ModelDirectory = Callable[[str], Path | None]
+_model_directory: ModelDirectory | None = None
+
+
+def register_model_directory(lookup: ModelDirectory) -> None:
+    global _model_directory
+    _model_directory = lookup
+
+
 def _lookup_served_model(model: str, data_dir: Path) -> ServedModel | None:
-    """A succeeded local job's model directory (the runner's ``local-models/<job id>/final``),
-    read-only."""
-    from sqlmodel import col, select
-
-    from service.db import session_scope
-    from service.jobs.models import FineTuningJob, JobStatus
-
-    with session_scope() as session:
-        job_id = session.exec(
-            select(FineTuningJob.id).where(
-                col(FineTuningJob.fine_tuned_model) == model,
-                col(FineTuningJob.provider) == LOCAL,
-                col(FineTuningJob.status) == JobStatus.succeeded,
-            )
-        ).first()
-    if job_id is None:
+    """A succeeded local job's model directory, through the registered lookup."""
+    if _model_directory is None:
         return None
-    directory = data_dir / "local-models" / job_id / "final"
-    return served_model(model, directory if directory.is_dir() else None)
+    directory = _model_directory(model)
+    return served_model(model, directory if directory is not None and directory.is_dir() else None)
 
 
 _providers: dict[tuple[Any, ...], VllmRoutedProvider] = {}
