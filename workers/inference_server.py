@@ -28,8 +28,8 @@ import service.models  # noqa: F401  (every table registered before the first qu
 from service.config import get_settings
 from service.db import session_scope
 from service.jobs.models import FineTuningJob, JobStatus
-from service.logging import configure_logging
 from service.jobs.runners import local as local_jobs
+from service.logging import configure_logging
 
 log = structlog.get_logger(__name__)
 

@@ -7,8 +7,8 @@ import pytest
 
 from service.config import LocalSettings, Settings
 from service.errors import InvalidRequest
-from service.jobs.schemas import CreateJobInput
 from service.jobs.runners.local import check_request
+from service.jobs.schemas import CreateJobInput
 from service.providers.local.requests import training_method
 from service.providers.local.spec import FreezeMethod, FullMethod, Hyperparameters, LoraMethod
 
