@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from service.registry import lineage as registry
 from service.registry.retirement import refuse_if_retired
 from service.registry.wire import RegisteredModelObject
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["models"])
 
 
@@ -101,6 +103,10 @@ def _sse(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
     except ProviderError as error:
         # Headers are gone already; tell the client in-band, as OpenAI does.
         yield b"data: " + json.dumps(api_error_from_provider(error).to_body()).encode() + b"\n\n"
+    except Exception as error:  # a cut stream would read as a complete, shorter answer
+        log.exception("inference_stream_failed", error=type(error).__name__)
+        failed = UpstreamError("The stream failed before the answer was complete.")
+        yield b"data: " + json.dumps(failed.to_body()).encode() + b"\n\n"
     yield b"data: [DONE]\n\n"
 
 

@@ -29,8 +29,13 @@ def chunks_from_raw(raw: Any, *, object_type: str) -> Iterator[dict[str, Any]]:
     """
     content_type = str(raw.headers.get("content-type", "")).lower()
     if content_type.startswith("text/event-stream"):
-        for chunk in raw.parse():
-            yield chunk.model_dump(exclude_unset=True)
+        try:
+            for chunk in raw.parse():
+                yield chunk.model_dump(exclude_unset=True)
+        except ValueError:  # the SDK's json.loads of an event
+            raise ProviderError(
+                "the provider sent a stream event that is not JSON", kind=ErrorKind.permanent
+            ) from None
         return
     body = raw.http_response.read()
     try:

@@ -97,6 +97,7 @@ def test_an_event_stream_still_passes_through(
     [
         ("text/html", b"<html>gateway timeout</html>"),
         ("application/json", b'{"object": "list", "data": []}'),
+        ("text/event-stream", b"data: {not json\n\ndata: [DONE]\n\n"),
     ],
 )
 def test_an_answer_that_is_neither_is_a_provider_error(
@@ -106,7 +107,7 @@ def test_an_answer_that_is_neither_is_a_provider_error(
 ) -> None:
     monkeypatch.setattr(Upstream, "answer", answer)
     _server, provider = upstream
-    with pytest.raises(ProviderError, match="stream request"):
+    with pytest.raises(ProviderError, match="stream"):
         list(provider.chat_completion_stream(BODY))
 
 
