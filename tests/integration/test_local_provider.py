@@ -436,28 +436,13 @@ def test_killed_worker_resumes_from_its_last_checkpoint(local: Local) -> None:
     assert sum(losses[-3:]) / 3 < 0.5 * losses[0]
 
 
-# The local provider at scale (issue 14) ------------------------------------------------------
-# These go through the job runner, which must pass a job's ``resources`` and DPO method on to
-# the trainer; until the lead's runner does, they are expected to fail for that reason only.
-RESOURCES_HOOK = (
-    "needs the runner hook: schemas.CreateJobInput.resources checked with "
-    "spec.check_resources at create, and TrainingSpec.from_settings(..., processes=N) at run"
-)
-DPO_HOOK = (
-    "needs the runner hook: local DPO accepted at create (schemas.DpoMethod keeping 'lora' and "
-    "'sft_weight') and requests.training_method delegating to spec.method_from_job"
-)
-RETRY_HOOK = (
-    "needs the runner hook: TrainingProcessFailed re-queues the job (next attempt resumes) "
-    "instead of failing it with training_error"
-)
+# The local provider at scale (issue 14): several processes, DPO, through the job runner ----
 
 
 def _job_dir(local: Local, job_id: str) -> Path:
     return local.stack.root / "local-models" / job_id
 
 
-@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
 def test_two_process_job_trains_and_answers(local: Local) -> None:
     job = _create(local, METHODS["lora"], suffix="ddp", resources={"processes": 2})
     done = _wait_done(local, job.id, timeout=240)
@@ -471,7 +456,6 @@ def test_two_process_job_trains_and_answers(local: Local) -> None:
     assert len(hits) >= N_TRAIN * 3 // 4, hits
 
 
-@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
 def test_more_processes_than_the_workers_allow_are_refused(local: Local) -> None:
     with pytest.raises(openai.BadRequestError) as refused:
         _create(local, METHODS["full"], suffix="toomany", resources={"processes": 3})
@@ -479,7 +463,6 @@ def test_more_processes_than_the_workers_allow_are_refused(local: Local) -> None
     assert "exceeds" in refused.value.message and "MAX_PROCESSES" in refused.value.message
 
 
-@pytest.mark.xfail(reason=DPO_HOOK, strict=False)
 def test_dpo_job_makes_the_preferred_answers_the_models_answers(
     local: Local, tmp_path: Path
 ) -> None:
@@ -503,15 +486,14 @@ def test_dpo_job_makes_the_preferred_answers_the_models_answers(
     assert len(hits) >= N_TRAIN * 3 // 4, hits
 
 
-@pytest.mark.xfail(reason=RESOURCES_HOOK, strict=False)
 def test_two_process_job_cancels_within_a_step(local: Local) -> None:
     job = _create(
         local,
         {"type": "full"},
         suffix="ddpcancel",
         training_file=local.long_file,
-        batch_size=2,
-        n_epochs=100,
+        batch_size=1,
+        n_epochs=50,
         resources={"processes": 2},
     )
     wait_for(
@@ -531,7 +513,6 @@ def test_two_process_job_cancels_within_a_step(local: Local) -> None:
     assert not local.final_dir(job.id).exists()
 
 
-@pytest.mark.xfail(reason=f"{RESOURCES_HOOK}; {RETRY_HOOK}", strict=False)
 def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
     client = local.client
     job = _create(
