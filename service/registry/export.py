@@ -6,23 +6,26 @@ The rule: when a local job succeeds, its ``final/`` directory — the PEFT adapt
 uncompressed tar (safetensors do not compress) into the team's files, purpose
 ``fine-tune-results``, hashed while it is written. ``GET /v1/files/{id}/content`` streams
 it and the file object carries its ``sha256``. Packing happens outside the transaction
-(``stage``), recording inside it (``record``), so a slow disk never holds the job's row lock.
+(``stage``), recording inside it (``record``), so a slow disk never holds the job's row
+lock. Beside it goes OpenAI's ``step_metrics.csv``, built from the job's metrics events.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from service import ids
 from service.files.models import File
-from service.files.service import FINE_TUNE_RESULTS
+from service.files.service import FINE_TUNE_RESULTS, store_result_file
 from service.files.storage import StagedUpload, get_storage
-from service.jobs.models import FineTuningJob
+from service.jobs.models import FineTuningJob, JobEvent
 
 # Weights, not uploads: the upload limit does not apply (a full 7B model is ~15 GB).
 _NO_LIMIT = 1 << 62
@@ -83,3 +86,29 @@ def record(session: Session, job: FineTuningJob, weights: StagedWeights) -> File
     session.add(row)
     session.info.setdefault("on_rollback", []).append(lambda: storage.delete(key))
     return row
+
+
+METRIC_COLUMNS = ("step", "train_loss", "valid_loss", "learning_rate", "tokens")
+
+
+def step_metrics_csv(session: Session, job: FineTuningJob) -> File:
+    """OpenAI's ``step_metrics.csv`` result file, from the job's metrics events: one row per
+    step (training and validation loss side by side), so scripts reading OpenAI's result
+    files read a local job's too."""
+    rows: dict[int, dict[str, object]] = {}
+    events = session.exec(
+        select(JobEvent)
+        .where(JobEvent.job_id == job.id, JobEvent.type == "metrics")
+        .order_by(col(JobEvent.pk))
+    )
+    for event in events:
+        data = event.data or {}
+        if isinstance(data.get("step"), int):
+            row = rows.setdefault(data["step"], {"step": data["step"]})
+            row.update({k: data[k] for k in METRIC_COLUMNS if k in data})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for step in sorted(rows):
+        writer.writerow(rows[step])
+    return store_result_file(session, job.team_id, "step_metrics.csv", buffer.getvalue().encode())

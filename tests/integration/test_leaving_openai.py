@@ -268,7 +268,12 @@ def test_local_adapter_downloads_and_loads_with_peft(world: World, tmp_path: Pat
         what="the LoRA job",
     )
     assert done.status == "succeeded", done.error
-    (result_id,) = done.result_files
+    records = {client.files.retrieve(f).filename: f for f in done.result_files}
+    assert set(records) == {"step_metrics.csv", f"{job.id}-adapter.tar"}
+    metrics = client.files.content(records["step_metrics.csv"]).text.splitlines()
+    assert metrics[0] == "step,train_loss,valid_loss,learning_rate,tokens"
+    assert len(metrics) == 1 + 80 and metrics[-1].startswith("80,")
+    result_id = records[f"{job.id}-adapter.tar"]
     record = client.files.retrieve(result_id)
     assert record.purpose == "fine-tune-results" and record.filename == f"{job.id}-adapter.tar"
     content = client.files.content(result_id).read()
@@ -339,5 +344,5 @@ def test_local_adapter_downloads_and_loads_with_peft(world: World, tmp_path: Pat
     # The lineage lists the weights among the job's result files.
     entry: Any = client.get(f"/models/{done.fine_tuned_model}", cast_to=object)
     assert entry["lineage"]["fine_tuning_job_id"] == job.id
-    (listed,) = entry["lineage"]["result_files"]
+    listed = next(f for f in entry["lineage"]["result_files"] if f["id"] == result_id)
     assert listed["id"] == result_id and listed["sha256"] == hashlib.sha256(content).hexdigest()

@@ -534,7 +534,11 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
 
     def succeed(session: Session, job: FineTuningJob) -> None:
         job.hyperparameters = _resolved_hyperparameters(result.final_dir) or job.hyperparameters
-        job.result_files = [*(job.result_files or []), export.record(session, job, weights).id]
+        job.result_files = [
+            *(job.result_files or []),
+            export.step_metrics_csv(session, job).id,
+            export.record(session, job, weights).id,
+        ]
         add_event(
             session,
             job,
