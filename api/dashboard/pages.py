@@ -144,14 +144,33 @@ def jobs_page(
                     break
         if len(shown) == LISTED_JOBS or not more:
             break
+    # The evaluation verdict is on the job's gate (one small read per listed job).
+    verdicts = {
+        job["id"]: _verdict(reads.job_evaluation(viewer.principal, job["id"]))
+        for job in shown
+        if job["status"] == "succeeded"
+    }
     older = None
     if more and cursor:
         older = f"/dashboard/jobs?after={quote(cursor)}&q={quote(q)}&status={quote(status or '')}"
     return render(
         request,
         "jobs.html",
-        {"jobs": shown, "statuses": JOB_STATUSES, "status": status, "q": q, "older": older},
+        {
+            "jobs": shown,
+            "statuses": JOB_STATUSES,
+            "status": status,
+            "q": q,
+            "older": older,
+            "verdicts": {k: v for k, v in verdicts.items() if v},
+        },
     )
+
+
+def _verdict(gate: dict[str, Any]) -> str | None:
+    if gate.get("status") == "not_requested":
+        return None
+    return str((gate.get("evaluation") or {}).get("verdict") or gate.get("status"))
 
 
 def _job_state(principal: Any, job_id: str, known: str | None) -> dict[str, Any]:
@@ -189,6 +208,7 @@ def job_page(
             "cancel_requested": done == "cancel",
             "can_cancel": viewer.can_write and not state["terminal"],
             "lineage": _lineage(job),
+            "gate": reads.job_evaluation(viewer.principal, job_id),
         },
     )
 
@@ -231,35 +251,110 @@ def cancel(job_id: str, viewer: SignedIn) -> Response:
 @router.get("/jobs/{job_id}/evaluation")
 def evaluation_page(request: Request, job_id: str, viewer: SignedIn) -> Response:
     job = reads.job(viewer.principal, job_id)
-    evaluation = job.get("evaluation")
+    gate = reads.job_evaluation(viewer.principal, job_id)
+    evaluation = gate.get("evaluation") or {}
     return render(
         request,
         "evaluation.html",
-        {"job": job, "evaluation": evaluation, "view": _evaluation_view(evaluation)},
+        {
+            "job": job,
+            "gate": gate,
+            "evaluation": evaluation,
+            "view": _evaluation_view(viewer.principal, evaluation) if evaluation else {},
+        },
     )
 
 
-def _evaluation_view(evaluation: Any) -> dict[str, Any]:
-    """Scores per model, the difference with its interval and flipped examples, from the
-    job's ``evaluation`` object; names follow the Evals API's run objects where they exist."""
-    if not isinstance(evaluation, dict):
-        return {}
-    scores = evaluation.get("scores") or evaluation.get("per_model") or {}
-    if isinstance(scores, list):
-        scores = {str(s.get("model")): s.get("score") for s in scores if isinstance(s, dict)}
-    interval = evaluation.get("interval") or evaluation.get("confidence_interval")
-    if isinstance(interval, dict):
-        interval = [interval.get("low"), interval.get("high")]
-    flipped = evaluation.get("flipped") or evaluation.get("flipped_examples") or []
-    return {
-        "verdict": evaluation.get("verdict") or evaluation.get("status"),
-        "scores": scores if isinstance(scores, dict) else {},
-        "difference": evaluation.get("difference", evaluation.get("delta")),
-        "interval": interval if isinstance(interval, list | tuple) else None,
-        "flipped": [f for f in flipped if isinstance(f, dict)][:50],
-        "eval_id": evaluation.get("eval_id"),
-        "run_id": evaluation.get("run_id"),
+def _output_text(item: dict[str, Any] | None) -> str:
+    sample = (item or {}).get("sample") or {}
+    parts = [m.get("content") for m in sample.get("output") or [] if isinstance(m, dict)]
+    return "\n".join(str(p) for p in parts if p)
+
+
+def _evaluation_view(principal: Any, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The recorded evaluation laid out for the page: one row per model, the gate's
+    difference with its interval, and each flipped example with both models' answers."""
+    scores: dict[str, Any] = evaluation.get("scores") or {}
+    criteria = sorted({name for s in scores.values() for name in (s.get("criteria") or {})})
+    eval_id = evaluation.get("eval_id")
+    answers: dict[str, dict[int, dict[str, Any]]] = {}
+    for role in ("base", "fine_tuned"):
+        run_id = (scores.get(role) or {}).get("run_id")
+        if eval_id and run_id:
+            items = reads.output_items(principal, eval_id, run_id)
+            answers[role] = {i["datasource_item_id"]: i for i in items}
+    flipped = evaluation.get("flipped") or {}
+    pairs = []
+    for direction, label in (
+        ("base_passed_tuned_failed", "regression"),
+        ("tuned_passed_base_failed", "improvement"),
+    ):
+        for example in flipped.get(direction) or []:
+            index = example.get("datasource_item_id")
+            base = answers.get("base", {}).get(index)
+            tuned = answers.get("fine_tuned", {}).get(index)
+            pairs.append(
+                {
+                    "kind": label,
+                    "index": index,
+                    "input": example.get("input"),
+                    "ideal": example.get("ideal"),
+                    "base": _output_text(base),
+                    "base_status": (base or {}).get("status"),
+                    "tuned": _output_text(tuned),
+                    "tuned_status": (tuned or {}).get("status"),
+                }
+            )
+    chart = {
+        "criterion": evaluation.get("criterion"),
+        "bars": [
+            {"label": row.get("model") or role, "role": role, **(c or {})}
+            for role, row in scores.items()
+            for name, c in (row.get("criteria") or {}).items()
+            if name == evaluation.get("criterion")
+        ],
     }
+    return {
+        "criteria": criteria,
+        "scores": scores,
+        "interval": evaluation.get("confidence_interval") or {},
+        "pairs": pairs,
+        "counts": flipped.get("counts") or {},
+        "chart": chart,
+    }
+
+
+@router.get("/evals")
+def evals_page(request: Request, viewer: SignedIn) -> Response:
+    return render(request, "evals.html", {"evals": reads.evals(viewer.principal)})
+
+
+@router.get("/evals/{eval_id}")
+def eval_page(request: Request, eval_id: str, viewer: SignedIn) -> Response:
+    record = reads.eval_(viewer.principal, eval_id)
+    runs = reads.eval_runs(viewer.principal, eval_id)
+    criteria = sorted(
+        {r["testing_criteria"] for run in runs for r in run.get("per_testing_criteria_results", [])}
+    )
+    return render(request, "eval.html", {"eval": record, "runs": runs, "criteria": criteria})
+
+
+@router.get("/evals/{eval_id}/runs/{run_id}")
+def eval_run_page(request: Request, eval_id: str, run_id: str, viewer: SignedIn) -> Response:
+    run = reads.eval_run(viewer.principal, eval_id, run_id)
+    items = reads.output_items(viewer.principal, eval_id, run_id, pages=3)
+    rows = [
+        {
+            "id": i["id"],
+            "index": i["datasource_item_id"],
+            "status": i["status"],
+            "item": i.get("datasource_item") or {},
+            "output": _output_text(i),
+            "results": i.get("results") or [],
+        }
+        for i in items
+    ]
+    return render(request, "eval_run.html", {"run": run, "items": rows})
 
 
 # Files ------------------------------------------------------------------------------------
@@ -272,7 +367,12 @@ def files_page(request: Request, viewer: SignedIn) -> Response:
 def file_page(request: Request, file_id: str, viewer: SignedIn) -> Response:
     record = reads.file(viewer.principal, file_id)
     validation = reads.validation(viewer.principal, file_id)
-    report = validation.get("report") or {}
+    report = dict(validation.get("report") or {})
+    severity_order = {"error": 0, "warning": 1, "info": 2}
+    report["findings"] = sorted(
+        report.get("findings") or [],
+        key=lambda f: (severity_order.get(f.get("severity"), 3), f.get("line") or 0),
+    )
     try:
         sample = reads.sample(viewer.principal, file_id)
     except FtqError:

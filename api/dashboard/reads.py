@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
+from api.routers import evals as evals_api
 from api.routers import files as files_api
 from api.routers import jobs as jobs_api
 from api.routers import models as models_api
@@ -109,6 +110,43 @@ def usage(principal: Principal, month: str | None) -> dict[str, Any]:
 
 def budget(principal: Principal) -> dict[str, Any]:
     return usage_api.get_budget(principal)
+
+
+def job_evaluation(principal: Principal, job_id: str) -> dict[str, Any]:
+    """The job's evaluation gate: its runs while they work, then the recorded evaluation."""
+    return evals_api.job_evaluation(job_id, principal)
+
+
+def evals(principal: Principal) -> list[dict[str, Any]]:
+    return evals_api.list_evals(principal, limit=100, order="desc")["data"]
+
+
+def eval_(principal: Principal, eval_id: str) -> dict[str, Any]:
+    return evals_api.retrieve_eval(eval_id, principal)
+
+
+def eval_runs(principal: Principal, eval_id: str) -> list[dict[str, Any]]:
+    return evals_api.list_runs(eval_id, principal, limit=100, order="desc")["data"]
+
+
+def eval_run(principal: Principal, eval_id: str, run_id: str) -> dict[str, Any]:
+    return evals_api.retrieve_run(eval_id, run_id, principal)
+
+
+def output_items(
+    principal: Principal, eval_id: str, run_id: str, *, pages: int = 10
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    after: str | None = None
+    for _ in range(pages):
+        listing = evals_api.list_output_items(
+            eval_id, run_id, principal, after=after, limit=PAGE, order="asc"
+        )
+        found.extend(listing["data"])
+        if not listing["has_more"] or not listing["data"]:
+            break
+        after = listing["data"][-1]["id"]
+    return found
 
 
 # Mutations: the same route functions, after the dashboard checked role and CSRF.

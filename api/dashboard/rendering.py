@@ -36,6 +36,11 @@ def _json_block(value: Any) -> Markup:
     return Markup(text.replace("&", "\\u0026"))
 
 
+def _pretty(value: Any) -> str:
+    # For people: unescaped unicode and quotes (the template autoescapes the result).
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
 def _days_until(date: Any) -> int | None:
     if not date:
         return None
@@ -49,6 +54,7 @@ def _days_until(date: Any) -> int | None:
 templates.env.filters["when"] = _when
 templates.env.filters["usd"] = _usd
 templates.env.filters["json_block"] = _json_block
+templates.env.filters["pretty"] = _pretty
 templates.env.globals["days_until"] = _days_until
 templates.env.globals["chart_js"] = CHART_JS
 

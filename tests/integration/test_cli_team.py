@@ -180,8 +180,10 @@ def test_ctrl_c_during_follow_leaves_the_job_running_then_cancel(
 ) -> None:
     file_id = _uploaded(signed_in, dataset)
     client = stack.client(team.keys["member"])
-    # Slow steps (about a second each): the job is still running when follow is interrupted.
-    with stack.sandbox.configured(step_seconds=4.0, max_running_seconds=240.0):
+    # Slow steps (about two seconds each): the job still runs when follow is interrupted.
+    with stack.sandbox.configured(
+        step_seconds=8.0, max_running_seconds=4000.0, max_steps_per_epoch=10
+    ):
         created = ftq(
             signed_in, "jobs", "create", "--model", MODEL, "--training-file", file_id, "--json"
         )

@@ -100,8 +100,17 @@ def test_running_job_curve_gains_points_then_cancel_with_confirmation(
     key = team.keys["member"]
     client = stack.client(key)
     file_id = _upload(stack, key, _chat_lines(), "curve.jsonl")
-    # About one step a second: the page sees the curve grow while the job runs.
-    with stack.sandbox.configured(step_seconds=4.0, max_running_seconds=400.0):
+    # A quick job at the default pace: done (with its checkpoints) by the end of this test.
+    quick = client.fine_tuning.jobs.create(model=MODEL, training_file=file_id, suffix="quick")
+    wait_for(  # created upstream (its pace fixed there) before the sandbox slows down
+        lambda: client.fine_tuning.jobs.retrieve(quick.id).status in ("running", "succeeded"),
+        timeout=60,
+        what="the quick job to start",
+    )
+    # About two seconds a step for minutes: the page sees the curve grow while the job runs.
+    with stack.sandbox.configured(
+        step_seconds=8.0, max_running_seconds=4000.0, max_steps_per_epoch=10
+    ):
         job = client.fine_tuning.jobs.create(
             model=MODEL, training_file=file_id, metadata={"purpose": "dashboard-test"}
         )
@@ -124,16 +133,11 @@ def test_running_job_curve_gains_points_then_cancel_with_confirmation(
         "() => Chart.getChart(document.getElementById('loss-chart')).data.datasets[0].data.length"
     )
     assert drawn >= first + 2
-    wait_for(
-        lambda: page.locator("#checkpoints tbody tr").count() >= 1,
-        timeout=40,
-        what="a checkpoint row",
-    )
     assert page.locator("#events tbody tr").count() >= first
     assert (
         "step" in page.locator("#steps").inner_text() or "/" in page.locator("#steps").inner_text()
     )
-    screenshot(page, tmp_path, "job")
+    screenshot(page, tmp_path, "job-running")
 
     page.goto(f"{stack.api_url}/dashboard/jobs?q=dashboard-test")
     assert page.locator(f"#jobs a[href='/dashboard/jobs/{job.id}']").count() == 1
@@ -143,8 +147,9 @@ def test_running_job_curve_gains_points_then_cancel_with_confirmation(
     screenshot(page, tmp_path, "jobs")
 
     page.goto(f"{stack.api_url}/dashboard/jobs/{job.id}")
+    assert page.locator("#cancel").count() == 1, page.locator("#job-facts").inner_text()
     page.click("#cancel")
-    assert page.locator("#confirm-cancel").is_visible()
+    page.locator("#confirm-cancel").wait_for()
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # asked, not done
     page.click("#confirm-cancel button[type=submit]")
     assert "Cancellation requested" in page.locator(".notice").inner_text()
@@ -159,6 +164,22 @@ def test_running_job_curve_gains_points_then_cancel_with_confirmation(
         timeout=20,
         what="the page to show the cancel",
     )
+
+    # A finished job: its whole curve, the checkpoints marked on it and listed below it.
+    wait_for(
+        lambda: client.fine_tuning.jobs.retrieve(quick.id).status == "succeeded",
+        timeout=90,
+        what="the quick job to succeed",
+    )
+    marks = client.fine_tuning.jobs.checkpoints.list(quick.id).data
+    page.goto(f"{stack.api_url}/dashboard/jobs/{quick.id}")
+    assert page.locator("#checkpoints tbody tr").count() == len(marks) >= 1
+    marked = page.evaluate(
+        "() => Chart.getChart(document.getElementById('loss-chart')).data.datasets[3].data"
+    )
+    assert sorted(m["x"] for m in marked) == sorted(c.step_number for c in marks)
+    assert page.locator("#lineage", has_text=file_id).count() == 1
+    screenshot(page, tmp_path, "job")
 
 
 def test_blocked_file_report_shows_the_finding_and_its_line(
@@ -288,3 +309,77 @@ def test_models_and_usage_pages(page: Any, stack: Stack, team: Team, tmp_path: P
     page.click(".signout button")
     page.wait_for_url("**/dashboard/login")
     assert page.goto(f"{stack.api_url}/dashboard/usage").status == 401
+
+
+PARAPHRASED = [
+    ("Which city is the capital of France?", "Paris."),
+    ("How do you say 'hello' in French? Translate it.", "Bonjour."),
+    ("On a clear day, what colour is the sky?", "Blue."),
+    ("A spider has how many legs?", "Eight."),
+    ("Hamlet was written by whom?", "William Shakespeare."),
+    ("Compute 12 times 12.", "144."),
+    ("Which ocean is the largest?", "The Pacific Ocean."),
+    ("Plants absorb which gas?", "Carbon dioxide."),
+    ("In Fahrenheit, what is the freezing point of water?", "32 degrees Fahrenheit."),
+    ("At room temperature, which metal is liquid?", "Mercury."),
+]
+
+
+def test_evaluation_page_compares_base_and_fine_tune(
+    page: Any, stack: Stack, team: Team, tmp_path: Path
+) -> None:
+    key = team.keys["member"]
+    client = stack.client(key)
+    training = _upload(stack, key, _chat_lines(), "train.jsonl")
+    held_out = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        )
+        for q, a in PARAPHRASED
+    ]
+    seen = _upload(stack, key, ("\n".join(held_out) + "\n").encode(), "seen.jsonl")
+    template: Any = client.post(
+        "/evals/templates",
+        cast_to=object,
+        body={"template": "question_answering", "file_id": seen},
+    )
+    job = client.fine_tuning.jobs.create(
+        model=MODEL,
+        training_file=training,
+        validation_file=seen,
+        suffix="gated",
+        extra_body={
+            "evaluation": {
+                "eval_id": template["id"],
+                "gate": {"criterion": "exact_match", "min_delta": 0.5},
+            }
+        },
+    )
+
+    def recorded() -> bool:
+        body: Any = client.get(f"/fine_tuning/jobs/{job.id}/evaluation", cast_to=object)
+        return body["status"] == "recorded"
+
+    wait_for(recorded, timeout=180, interval=1, what="the evaluation to be recorded")
+    sign_in(page, stack.api_url, key, start="/dashboard/jobs")
+    link = page.locator(f"#jobs a[href='/dashboard/jobs/{job.id}/evaluation']")
+    assert link.inner_text() == "promoted"
+    link.click()
+    assert page.locator("#verdict").inner_text() == "promoted"
+    assert page.locator("#scores tbody tr").count() == 2  # the base and the fine-tune
+    low, high = (float(x) for x in page.locator("#interval").inner_text().strip("[]").split(","))
+    assert low <= float(page.locator("#difference").inner_text()) <= high
+    flips = page.locator(".flip-improvement")
+    assert flips.count() >= 1
+    first = flips.first.locator(".flip-pair pre")
+    assert first.nth(0).inner_text() and first.nth(1).inner_text()  # both answers, side by side
+    assert page.evaluate(
+        "() => Chart.getChart(document.getElementById('scores-chart')).data.labels"
+    ) == ["base", "fine_tuned"]
+    screenshot(page, tmp_path, "evaluation")
+
+    page.click(f"a[href='/dashboard/evals/{template['id']}']")
+    assert page.locator("#runs tbody tr").count() == 2
+    screenshot(page, tmp_path, "eval")
+    page.locator("#runs tbody tr a").first.click()
+    assert page.locator("#output-items tbody tr").count() == len(PARAPHRASED)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.integration.conftest import CHAT_EXAMPLES, write_chat_dataset
 from tests.integration.stack import Stack, Team, wait_for
-from tests.integration.test_isolation_matrix import DASHBOARD, EXPECTED, _fill
+from tests.integration.test_isolation_matrix import DASHBOARD, EXPECTED, _fill, _seed_eval
 from tests.integration.test_keys_and_audit import call
 
 pytestmark = pytest.mark.integration
@@ -53,6 +53,7 @@ def _seed(stack: Stack, a: Team, tmp: Any) -> dict[str, str]:
         "endpoint_id": endpoint["id"],
         "delivery_id": delivery["id"],
         "rest": "no-such-page",
+        **_seed_eval(stack, a),
     }
 
 

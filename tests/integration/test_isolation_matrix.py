@@ -224,6 +224,9 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("GET", "/dashboard/webhooks/{endpoint_id}"): Expect(READ),
     ("POST", "/dashboard/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay"): Expect(ADMIN),
     ("GET", "/dashboard/usage"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/evals"): Expect(LIST, listing=True),
+    ("GET", "/dashboard/evals/{eval_id}"): Expect(READ),
+    ("GET", "/dashboard/evals/{eval_id}/runs/{run_id}"): Expect(READ),
     ("GET", "/dashboard/{rest}"): Expect(READ, note="any other dashboard URL: a 404 page"),
     # public
     ("GET", "/healthz"): Expect({}),
