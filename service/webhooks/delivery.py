@@ -107,21 +107,21 @@ def claim_due(
     Runs inside the caller's transaction; the messages go out after it commits.
     """
     now = utcnow()
-    prefix = owner_prefix or default_owner_prefix()
-    due = session.exec(
-        select(WebhookDelivery.id)
+    # One owner for the batch: each send swaps it for a token of its own (``_take_over``),
+    # so sharing it costs nothing, and the whole batch is leased in one statement.
+    owner = _owner(owner_prefix or default_owner_prefix())
+    due = (
+        sa.select(col(WebhookDelivery.id))
         .where(_due(now), *where)
         .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.pk))
         .limit(limit)
         .with_for_update(skip_locked=True, of=WebhookDelivery)  # type: ignore[arg-type]
-    ).all()
-    claimed = []
-    for delivery_id in due:
-        owner = _owner(prefix)
-        result = session.execute(
+    )
+    claimed = list(
+        session.execute(
             sa.update(WebhookDelivery)
             .where(
-                col(WebhookDelivery.id) == delivery_id,
+                col(WebhookDelivery.id).in_(due.scalar_subquery()),
                 col(WebhookDelivery.status) == DeliveryStatus.pending,
                 _not_leased(now),
             )
@@ -129,11 +129,12 @@ def claim_due(
                 lease_owner=owner,
                 lease_expires_at=now + dt.timedelta(seconds=_claim_seconds()),
             )
+            .returning(col(WebhookDelivery.id))
             .execution_options(synchronize_session=False)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
-            claimed.append(delivery_id)
-            enqueue("webhooks.deliver", delivery_id, owner)
+        ).scalars()
+    )
+    for delivery_id in claimed:
+        enqueue("webhooks.deliver", delivery_id, owner)
     return claimed
 
 
@@ -308,24 +309,23 @@ def disable_endpoint(
     log.warning("webhook_endpoint_disabled", endpoint_id=endpoint.id, reason=reason)
 
 
-def _take_over(delivery_id: str, owner: str | None) -> str | None:
+def _take_over(session: Session, delivery_id: str, owner: str | None) -> str | None:
     """Swap the sweeper's lease for one only this run holds; None if not ours to send."""
     now = utcnow()
     token = f"send:{ids.random_base62(16)}"
-    with session_scope() as session:
-        taken = leases.claim(
-            session,
-            WebhookDelivery,
-            delivery_id,
-            token,
-            _send_lease_seconds(),
-            where=(
-                col(WebhookDelivery.status) == DeliveryStatus.pending,
-                col(WebhookDelivery.next_attempt_at) <= now,
-            ),
-            steal_from=owner,
-        )
-        return token if taken else None
+    taken = leases.claim(
+        session,
+        WebhookDelivery,
+        delivery_id,
+        token,
+        _send_lease_seconds(),
+        where=(
+            col(WebhookDelivery.status) == DeliveryStatus.pending,
+            col(WebhookDelivery.next_attempt_at) <= now,
+        ),
+        steal_from=owner,
+    )
+    return token if taken else None
 
 
 def _get(session: Session, delivery_id: str, *, lock: bool = False) -> WebhookDelivery | None:
@@ -337,12 +337,14 @@ def _get(session: Session, delivery_id: str, *, lock: bool = False) -> WebhookDe
 
 def deliver(delivery_id: str, owner: str | None = None, *, resolver: Resolver | None = None) -> str:
     """Make one attempt at ``delivery_id`` under ``owner``'s lease; returns what happened."""
-    token = _take_over(delivery_id, owner)
-    if token is None:
-        return "not_ours"
     bound = log.bind(delivery_id=delivery_id)
     now = utcnow()
+    # Taking the lease and reading what to send share one transaction (one round of
+    # commits fewer per delivery); the lease is committed before any byte goes out.
     with session_scope() as session:
+        token = _take_over(session, delivery_id, owner)
+        if token is None:
+            return "not_ours"
         delivery = _get(session, delivery_id)
         if delivery is None or delivery.lease_owner != token:
             return "not_ours"
@@ -440,7 +442,7 @@ def _record(delivery_id: str, token: str, result: http.DeliveryResult) -> str:
                 )
         session.add(endpoint)
         session.flush()
-        if endpoint.enabled:
+        if endpoint.enabled and _others_pending(session, delivery):
             # Whatever waited behind this delivery (same object, same endpoint) goes now.
             claim_due(
                 session,
@@ -448,6 +450,24 @@ def _record(delivery_id: str, token: str, result: http.DeliveryResult) -> str:
                 col(WebhookDelivery.object_id) == delivery.object_id,
             )
         return outcome
+
+
+def _others_pending(session: Session, delivery: WebhookDelivery) -> bool:
+    """Whether another delivery about the same object waits for the same endpoint: one
+    index lookup, so the usual case (nothing waits) skips the claim query."""
+    return (
+        session.execute(
+            sa.select(sa.literal(1))
+            .where(
+                col(WebhookDelivery.endpoint_id) == delivery.endpoint_id,
+                col(WebhookDelivery.object_id) == delivery.object_id,
+                col(WebhookDelivery.status) == DeliveryStatus.pending,
+                col(WebhookDelivery.id) != delivery.id,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _schedule_retry(

@@ -5,6 +5,11 @@ commit and a publish loses nothing.
 An event type outside the catalogue (``service.webhooks.events.EventType``) or data that is
 not plain JSON is refused here, when the row is written, so the mistake fails the caller's
 transaction instead of being found (and dropped) at fan-out.
+
+Latency: a transaction that writes outbox rows for a team with an enabled endpoint wakes the
+fan-out once, right after it commits, so a delivery starts within a task hop of the state
+change; beat's fan-out every sweep interval stays as the safety net for a wake-up the broker
+lost (and marks the rows of teams without endpoints dispatched).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from sqlmodel import Field, Session, SQLModel
 from service import ids
 from service.db import utcnow
 from service.dbtypes import json_column
+from service.dispatch import enqueue
 from service.webhooks.events import checked_event_type
+from service.webhooks.models import WebhookEndpoint
 
 
 class OutboxEvent(SQLModel, table=True):
@@ -67,4 +74,29 @@ def record_event(
         payload=data,
     )
     session.add(event)
+    _wake_fanout(session, team_id)
     return event
+
+
+_WOKEN = "ftq_outbox_fanout_woken"
+
+
+def _wake_fanout(session: Session, team_id: str) -> None:
+    """One fan-out message per transaction, however many rows it writes (the flag names the
+    transaction, so a session reused after a commit or a rollback wakes it again), and none
+    for a team without an enabled endpoint: most state changes have nobody to tell."""
+    transaction = session.get_transaction()
+    if transaction is not None and session.info.get(_WOKEN) is transaction:
+        return
+    listening = session.execute(
+        sa.select(sa.literal(1))
+        .where(
+            WebhookEndpoint.team_id == team_id,  # type: ignore[arg-type]
+            WebhookEndpoint.enabled == sa.true(),  # type: ignore[arg-type]
+        )
+        .limit(1)
+    ).first()
+    if listening is None:
+        return
+    session.info[_WOKEN] = transaction
+    enqueue("webhooks.fanout")

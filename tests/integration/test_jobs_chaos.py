@@ -354,13 +354,13 @@ def test_quiet_jobs_are_followed_with_list_calls_not_one_poll_each(dataset: Path
         list_calls = [
             r
             for r in requests
-            if r["path"] == "/v1/fine_tuning/jobs" and "metadata" not in str(r.get("query"))
+            if r["path"] == "/v1/fine_tuning/jobs" and "ftq_poll_group" in str(r.get("query"))
         ]
         retrieves = [
             r
             for r in requests
             if r["path"].count("/") == 4 and "/v1/fine_tuning/jobs/" in r["path"]
         ]
-        assert list_calls, "the sweeper pages the job list for quiet jobs"
-        # Each list call stood in for up to six retrieves.
+        assert list_calls, "the sweeper reads statuses with one list call per poll group"
+        # Each list call stood in for a retrieve of every job of its group.
         assert len(retrieves) < 6 * len(list_calls), (len(retrieves), len(list_calls))

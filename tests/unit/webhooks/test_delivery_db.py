@@ -32,6 +32,7 @@ from service.webhooks.outbox import OutboxEvent, record_event
 from tests.unit.webhooks.receivers import Receiver, reply
 
 Published = list[tuple[str, tuple[Any, ...]]]
+FANOUT_WAKEUPS: Published = []
 
 
 @pytest.fixture
@@ -49,7 +50,14 @@ def published(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Published]:
     upgrade(get_settings().resolved_database_url)
     sent: Published = []
     previous = dispatch._publisher
-    dispatch.install_publisher(lambda name, args, _options: sent.append((name, args)))
+    # Fan-out wake-ups after outbox writes go to their own list: these tests run fanout()
+    # themselves, and read ``published`` as the deliveries' messages.
+    FANOUT_WAKEUPS.clear()
+    dispatch.install_publisher(
+        lambda name, args, _options: (FANOUT_WAKEUPS if name == "webhooks.fanout" else sent).append(
+            (name, args)
+        )
+    )
     yield sent
     dispatch.install_publisher(previous)
     dispose_engines()
@@ -331,3 +339,37 @@ def test_deleting_an_endpoint_removes_its_deliveries(
         assert session.exec(select(WebhookAttempt)).all() == []
         with pytest.raises(NotFound):
             webhooks.get_endpoint(session, team, endpoint_id)
+
+
+def test_an_outbox_write_wakes_the_fanout_once_per_transaction(published: Published) -> None:
+    quiet_team = _team("quiet")
+    _event(quiet_team, "fine_tuning.job.running", "ftjob-quiet", 1)
+    assert FANOUT_WAKEUPS == []  # nobody listens: beat's fan-out marks it dispatched
+    team_id = _team()
+    _endpoint(team_id, "http://127.0.0.1:9/hook")
+    with session_scope() as session:
+        for sequence in (1, 2, 3):
+            record_event(
+                session,
+                team_id=team_id,
+                event_type="fine_tuning.job.running",
+                object_id="ftjob-wake",
+                sequence=sequence,
+                data={"id": "ftjob-wake"},
+            )
+        assert FANOUT_WAKEUPS == []  # nothing before the commit
+    assert [name for name, _ in FANOUT_WAKEUPS] == ["webhooks.fanout"]
+    FANOUT_WAKEUPS.clear()
+    with pytest.raises(RuntimeError), session_scope() as session:
+        record_event(
+            session,
+            team_id=team_id,
+            event_type="fine_tuning.job.running",
+            object_id="ftjob-wake",
+            sequence=4,
+            data={"id": "ftjob-wake"},
+        )
+        raise RuntimeError("rolled back")
+    assert FANOUT_WAKEUPS == []  # a rolled-back state change wakes nobody
+    _event(team_id, "fine_tuning.job.succeeded", "ftjob-wake", 5)
+    assert [name for name, _ in FANOUT_WAKEUPS] == ["webhooks.fanout"]
