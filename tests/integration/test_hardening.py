@@ -365,3 +365,36 @@ def test_a_file_name_with_control_characters_is_refused_before_storing(
     assert stack.client(team.keys["member"]).files.list().data == []
     staging = stack.root / "files" / ".staging"
     assert not staging.exists() or list(staging.iterdir()) == []
+
+
+def test_pausing_a_job_still_in_ftqs_queue_says_so(stack: Stack, team: Team, dataset: Path) -> None:
+    client = stack.client(team.keys["member"])
+    with dataset.open("rb") as handle:
+        uploaded = client.files.create(file=handle, purpose="fine-tune")
+    # One more than the team's concurrency slots (3 on the shared stack): one job waits.
+    jobs = [
+        client.fine_tuning.jobs.create(model=MODEL, training_file=uploaded.id, suffix=f"q{i}")
+        for i in range(4)
+    ]
+    try:
+        waiting = wait_for(
+            lambda: next(
+                (
+                    j
+                    for j in (client.fine_tuning.jobs.retrieve(job.id) for job in jobs)
+                    if (j.model_extra or {}).get("stage") == "waiting"
+                ),
+                None,
+            ),
+            timeout=60,
+            what="a job waiting for a slot",
+        )
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.fine_tuning.jobs.pause(waiting.id)
+        assert caught.value.code == "invalid_job_state"
+        message = caught.value.message
+        assert "ftq's queue" in message and "only queued or running" not in message
+    finally:
+        for job in jobs:
+            with contextlib.suppress(openai.APIStatusError):
+                client.fine_tuning.jobs.cancel(job.id)
