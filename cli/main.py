@@ -14,7 +14,7 @@ def _register() -> None:
     # Each module adds its commands to ``main``; imported lazily so `ftq --help` stays fast
     # and a module's heavy imports load only when its command runs.
     from cli import admin, demo, dev, files, inference, migrate, sandbox  # noqa: F401
-    from cli.team import jobs, login, models, upload  # noqa: F401
+    from cli.team import evals, jobs, login, models, upload  # noqa: F401
 
 
 _register()

@@ -229,3 +229,43 @@ def test_ctrl_c_during_follow_leaves_the_job_running_then_cancel(
     followed = ftq(signed_in, "jobs", "follow", job_id, "--timeout", "60", timeout=90)
     assert followed.returncode == 3, followed.stdout + followed.stderr
     assert "cancelled" in followed.stdout
+
+
+def test_evals_list_and_show(signed_in: dict[str, str], stack: Stack, team: Team) -> None:
+    client = stack.client(team.keys["member"])
+    created = client.evals.create(
+        name="cli-eval",
+        data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+        testing_criteria=[
+            {
+                "type": "string_check",
+                "name": "exact",
+                "input": "{{item.question}}",
+                "reference": "{{item.answer}}",
+                "operation": "eq",
+            }
+        ],
+    )
+    run = client.evals.runs.create(
+        created.id,
+        data_source={
+            "type": "jsonl",
+            "source": {
+                "type": "file_content",
+                "content": [{"item": {"question": "q", "answer": "q"}}],
+            },
+        },
+    )
+    ids = {"eval_id": created.id, "run_id": run.id}
+    listed = ftq(signed_in, "evals", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert ids["eval_id"] in [e["id"] for e in json.loads(listed.stdout)]
+    table = ftq(signed_in, "evals", "list")
+    assert ids["eval_id"] in table.stdout and "exact" in table.stdout
+    shown = ftq(signed_in, "evals", "show", ids["eval_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert ids["run_id"] in shown.stdout
+    body = json.loads(ftq(signed_in, "evals", "show", ids["eval_id"], "--json").stdout)
+    assert [r["id"] for r in body["runs"]] == [ids["run_id"]]
+    missing = ftq(signed_in, "evals", "show", "eval_doesnotexist")
+    assert missing.returncode == 1 and "error (404" in missing.stderr
