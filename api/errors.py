@@ -84,7 +84,7 @@ async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
         # A value the database cannot hold (a number past its column's range, text with
         # NUL): the caller's input, rolled back whole. Routes bound what they can; this
         # is the backstop for what slips through.
-        log.info("database_refused_value", error=str(exc.orig).splitlines()[0], sqlstate=code)
+        log.info("database_refused_value", error=str(exc.orig)[:200], sqlstate=code)
         return error_response(
             400,
             "A value in this request cannot be stored: a number is out of range or a text "
