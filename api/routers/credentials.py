@@ -23,10 +23,11 @@ router = APIRouter(prefix="/v1/provider_credentials", tags=["provider credential
 class PutCredentialsInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    provider: Literal["openai", "azure_openai"] = "openai"
+    provider: Literal["openai", "azure_openai", "together"] = "openai"
     # SecretStr: never echoed by validation errors or reprs.
     api_key: SecretStr
-    # openai: OpenAI itself by default, or any compatible base URL.
+    # openai: OpenAI itself by default, or any compatible base URL; together: Together's
+    # API (https://api.together.xyz/v1 by default).
     base_url: str | None = None
     organization: str | None = None
     project: str | None = None

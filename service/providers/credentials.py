@@ -31,6 +31,7 @@ from service.dbtypes import json_column
 from service.errors import InvalidRequest, NotFound
 from service.providers.azure_provider import AzureCredentials
 from service.providers.openai_provider import OpenAICredentials
+from service.providers.together_provider import TOGETHER_BASE_URL, TogetherCredentials
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 ALLOW_SETTING = "FTQ_PROVIDER_ALLOWED_NETWORKS"
@@ -39,6 +40,7 @@ ALLOW_SETTING = "FTQ_PROVIDER_ALLOWED_NETWORKS"
 class CredentialKind(enum.StrEnum):
     openai = "openai"  # OpenAI itself, or any compatible base URL
     azure_openai = "azure_openai"
+    together = "together"  # Together AI's fine-tuning API (service/providers/together_provider)
 
 
 class ProviderCredential(SQLModel, table=True):
@@ -58,7 +60,7 @@ class ProviderCredential(SQLModel, table=True):
     retired_at: dt.datetime | None = None
 
 
-Credentials = OpenAICredentials | AzureCredentials
+Credentials = OpenAICredentials | AzureCredentials | TogetherCredentials
 OpenAIClient = TypeVar("OpenAIClient", bound=OpenAI)
 
 
@@ -105,6 +107,10 @@ def _hint(secret: str) -> str:
 
 def build(kind: str, config: dict[str, Any], secret: str) -> Credentials:
     """The typed credentials a provider is built from."""
+    if kind == CredentialKind.together:
+        return TogetherCredentials(
+            api_key=secret, base_url=config.get("base_url") or TOGETHER_BASE_URL
+        )
     if kind == CredentialKind.azure_openai:
         return AzureCredentials(
             endpoint=config["endpoint"],
@@ -121,6 +127,11 @@ def build(kind: str, config: dict[str, Any], secret: str) -> Credentials:
 
 
 def _normalise(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+    if kind == CredentialKind.together:
+        together_url = fields.get("base_url")
+        return {
+            "base_url": _check_url(together_url, "base_url") if together_url else TOGETHER_BASE_URL
+        }
     if kind == CredentialKind.azure_openai:
         endpoint, version = fields.get("endpoint"), fields.get("api_version")
         if not endpoint:
@@ -141,7 +152,8 @@ def _normalise(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         }
     if kind != CredentialKind.openai:
         raise InvalidRequest(
-            f"Unknown provider '{kind}'; use 'openai' or 'azure_openai'.", param="provider"
+            f"Unknown provider '{kind}'; use 'openai', 'azure_openai' or 'together'.",
+            param="provider",
         )
     base_url = fields.get("base_url")
     for header_field in ("organization", "project"):

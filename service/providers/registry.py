@@ -19,6 +19,7 @@ from service.providers import credentials as team_credentials
 from service.providers.azure_provider import AzureCredentials, AzureOpenAIProvider
 from service.providers.base import FineTuningProvider, InferenceProvider, Provider
 from service.providers.openai_provider import OpenAICredentials, OpenAIProvider
+from service.providers.together_provider import TogetherCredentials, TogetherProvider
 
 LOCAL_ACCOUNT = "local"
 # The sandbox accepts any bearer token; this one only ever goes to it.
@@ -51,14 +52,26 @@ class _MeteredAzure(MeteredCalls, AzureOpenAIProvider):
 
 @functools.cache
 def _provider_for(
-    credentials: OpenAICredentials | AzureCredentials, timeout: float, max_retries: int
+    credentials: OpenAICredentials | AzureCredentials | TogetherCredentials,
+    timeout: float,
+    max_retries: int,
 ) -> Provider:
+    if isinstance(credentials, TogetherCredentials):
+        # Team credentials only: connections go through the SSRF policy, pinned.
+        return TogetherProvider(
+            credentials,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=team_credentials.http_client(),
+        )
     if isinstance(credentials, AzureCredentials):
         return _MeteredAzure(credentials, timeout=timeout, max_retries=max_retries)
     return _MeteredOpenAI(credentials, timeout=timeout, max_retries=max_retries)
 
 
-def _cached(credentials: OpenAICredentials | AzureCredentials, settings: Settings) -> Provider:
+def _cached(
+    credentials: OpenAICredentials | AzureCredentials | TogetherCredentials, settings: Settings
+) -> Provider:
     return _provider_for(
         credentials, settings.provider_timeout_seconds, settings.provider_max_retries
     )

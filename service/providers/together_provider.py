@@ -374,7 +374,10 @@ class TogetherProvider:
     def list_jobs(
         self, *, after: str | None, limit: int, metadata: dict[str, str] | None = None
     ) -> tuple[list[UpstreamJob], bool]:
-        # Together lists every job at once and has no metadata to filter by: page here.
+        # Together lists every job at once and keeps no metadata: no job carries the pairs
+        # asked for, and paging happens here.
+        if metadata:
+            return [], False
         rows = self._all_jobs()
         if after is not None:
             ids = [r["id"] for r in rows]

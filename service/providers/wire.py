@@ -16,7 +16,7 @@ class ProviderCredentialsObject(BaseModel):
 
     id: str
     object: Literal["provider_credentials"] = "provider_credentials"
-    provider: Literal["openai", "azure_openai"]
+    provider: Literal["openai", "azure_openai", "together"]
     api_key_hint: str | None = None
     account: str
     created_at: int

@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 
 from service.providers.base import CreateJobRequest, ErrorKind, FineTuningProvider, ProviderError
 from service.providers.together_provider import TogetherCredentials, TogetherProvider
 from tests.integration.conftest import CHAT_EXAMPLES
-from tests.integration.stack import Stack, wait_for
+from tests.integration.stack import Stack, Team, wait_for
+from tests.integration.test_keys_and_audit import call
 
 BASE = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def job_upstream_id(stack: Stack, job_id: str) -> str:
+    def query(session: Any) -> str:
+        from service.jobs.models import FineTuningJob
+
+        return str(session.get(FineTuningJob, job_id).upstream_job_id)
+
+    return stack.db(query)
 
 
 def _provider(stack: Stack) -> TogetherProvider:
@@ -125,3 +138,68 @@ def test_together_cancel_and_errors(stack: Stack, dataset: Path) -> None:
             max_retries=0,
         ).get_job("ft-1")
     assert caught.value.kind == ErrorKind.transient
+
+
+def test_a_team_on_together_trains_and_calls_its_model_through_ftq(
+    stack: Stack, team: Team, dataset: Path
+) -> None:
+    """Selected by team credentials (kind "together"): a sandbox (OpenAI-shaped) fine-tune
+    is re-trained on Together in one call, followed to the end by ftq's usual machinery, and
+    its model answers through ftq's chat endpoint; the registry records where it went."""
+    key = team.keys["member"]
+    client = stack.client(key)
+    with dataset.open("rb") as handle:
+        training = client.files.create(file=handle, purpose="fine-tune").id
+    parent = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training)
+    parent = wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(parent.id)).status in TERMINAL and j,
+        timeout=90,
+        what="the sandbox parent",
+    )
+    assert parent.status == "succeeded"
+
+    status, body, _ = call(
+        stack,
+        "PUT",
+        "/v1/provider_credentials",
+        team.keys["admin"],
+        {
+            "provider": "together",
+            "api_key": "tg-team-key-0123456789",
+            "base_url": f"{stack.sandbox_url}/together/v1",
+        },
+    )
+    assert status == 200, body
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=training)
+    assert caught.value.code == "model_not_available"  # Together's catalogue, not OpenAI's
+
+    job = client.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=training,
+        extra_body={"retrain_of": parent.fine_tuned_model},
+    )
+    assert (job.model_extra or {})["provider"] == "together"
+    done = wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in TERMINAL and j,
+        timeout=90,
+        what="the Together job",
+    )
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model and done.fine_tuned_model.startswith("sandbox-user/")
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100)]
+    assert "Job finished" in messages
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert checkpoint.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:1"
+
+    question, answer = CHAT_EXAMPLES[0]
+    reply = client.chat.completions.create(
+        model=done.fine_tuned_model, messages=[{"role": "user", "content": question}]
+    )
+    assert reply.choices[0].message.content == answer
+    entry: Any = client.get(f"/models/{done.fine_tuned_model}", cast_to=object)
+    assert entry["provider"] == "together" and entry["parent"]["fine_tuning_job_id"] == parent.id
+    assert entry["lineage"]["method"]["type"] == "supervised"
+    # Trained at Together's (sandbox) API: its job id and output naming, not OpenAI's.
+    assert job_upstream_id(stack, job.id).startswith("ft-")
+    assert call(stack, "DELETE", "/v1/provider_credentials", team.keys["admin"])[0] == 200

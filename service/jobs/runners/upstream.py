@@ -16,7 +16,7 @@ from service.jobs.models import SUBMISSION_STAGES, FineTuningJob, JobStage, JobS
 from service.jobs.runners.base import ProviderRef
 from service.jobs.schemas import CreateJobInput
 from service.jobs.transitions import add_event
-from service.providers.base import ProviderError
+from service.providers.base import FineTuningProvider, ProviderError
 from service.providers.errors import api_error_from_provider
 from service.providers.registry import fine_tuning_provider_for_account, provider_for_team
 
@@ -25,9 +25,12 @@ class UpstreamRunner:
     name = "upstream"
 
     def check_request(self, session: Session, team_id: str, request: CreateJobInput) -> ProviderRef:
-        _check_model(session, team_id, request.model)
         _refuse_local_extensions(request)
         provider = provider_for_team(session, team_id)
+        if provider.name == "together":
+            _check_listed(provider, request.model)  # Together's own catalogue
+        else:
+            _check_model(session, team_id, request.model)
         # A provider past its job cut-off (OpenAI: 2027-01-06) is refused here, not upstream.
         from service.registry.cutoffs import refuse_if_closed
         from service.registry.shutdown import kind_of_provider
@@ -129,6 +132,19 @@ def _refuse_local_extensions(request: CreateJobInput) -> None:
             "method.dpo.lora and method.dpo.sft_weight apply to the local provider only.",
             param="method.dpo",
             code="invalid_method",
+        )
+
+
+def _check_listed(provider: FineTuningProvider, model: str) -> None:
+    try:
+        listed = {m["id"] for m in provider.list_models()}
+    except ProviderError as error:
+        raise api_error_from_provider(error) from error
+    if model not in listed:
+        raise InvalidRequest(
+            f"Model '{model}' is not offered by the team's provider ({provider.name}).",
+            param="model",
+            code="model_not_available",
         )
 
 
