@@ -66,7 +66,9 @@ class _Job:
 
     def events(self, now: float) -> list[dict[str, Any]]:
         status = self.status(now)
-        rows = [("job_pending", self.created_at, "Fine tune request created", None)]
+        rows: list[tuple[str, float, str, int | None]] = [
+            ("job_pending", self.created_at, "Fine tune request created", None)
+        ]
         if status != "pending" or self.cancelled_at:
             rows.append(("job_start", self.created_at + RUNNING_AFTER, "Job started", None))
         if status == "completed":
