@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 512 * 1024 * 1024  # OpenAI's per-file limit
     # Every other request body (JSON) is refused with 413 past this, before it is parsed.
-    max_request_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)  # evals inline data
     # Chat and legacy completions bodies (long conversations, base64 images).
     max_inference_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # CIDRs a team's provider base_url/endpoint may reach despite the SSRF policy (the

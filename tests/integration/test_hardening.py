@@ -83,8 +83,8 @@ def test_json_bodies_are_bounded_before_parsing(stack: Stack, team: Team) -> Non
     assert status == 413, body
     error = assert_openai_error(body)
     assert error["code"] == "request_too_large" and "FTQ_MAX_REQUEST_BODY_BYTES" in error["message"]
-    # Undeclared (chunked): refused once it passes the limit (2 MiB by default).
-    status, body = send_chunked(stack, "/v1/fine_tuning/jobs", key, 3 * 1024 * 1024)
+    # Undeclared (chunked): refused once it passes the limit (8 MiB by default).
+    status, body = send_chunked(stack, "/v1/fine_tuning/jobs", key, 10 * 1024 * 1024)
     assert status == 413 and assert_openai_error(body)["code"] == "request_too_large"
     # Chat bodies have their own, larger limit; past it they never reach the provider.
     before = len(stack.sandbox.requests(method="POST", path="/v1/chat/completions"))
