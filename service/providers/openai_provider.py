@@ -18,6 +18,7 @@ import httpx2
 import openai
 from openai import OpenAI
 
+from service import netguard
 from service.providers.base import (
     CreateJobRequest,
     ErrorKind,
@@ -96,6 +97,9 @@ def translate_error(exc: Exception) -> ProviderError:
             retry_after=_retry_after(exc.response),
             raw=body or None,
         )
+    if isinstance(exc, openai.APIConnectionError) and (reason := netguard.refusal_in(exc)):
+        # The SSRF policy refused the address: retrying will not change the answer.
+        return ProviderError(reason, kind=ErrorKind.permanent)
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return ProviderError(f"provider unreachable: {exc}", kind=ErrorKind.transient)
     return ProviderError(str(exc), kind=ErrorKind.transient)

@@ -55,6 +55,7 @@ def _provider_for(
     credentials: OpenAICredentials | AzureCredentials | TogetherCredentials,
     timeout: float,
     max_retries: int,
+    guarded: bool = False,
 ) -> Provider:
     if isinstance(credentials, TogetherCredentials):
         # Team credentials only: connections go through the SSRF policy, pinned.
@@ -64,16 +65,26 @@ def _provider_for(
             max_retries=max_retries,
             http_client=team_credentials.http_client(),
         )
+    provider: _MeteredAzure | _MeteredOpenAI
     if isinstance(credentials, AzureCredentials):
-        return _MeteredAzure(credentials, timeout=timeout, max_retries=max_retries)
-    return _MeteredOpenAI(credentials, timeout=timeout, max_retries=max_retries)
+        provider = _MeteredAzure(credentials, timeout=timeout, max_retries=max_retries)
+    else:
+        provider = _MeteredOpenAI(credentials, timeout=timeout, max_retries=max_retries)
+    if guarded:
+        # A team's own base URL: every connection resolves, checks and pins the address
+        # (the SSRF policy), not only the URL checked when the credentials were stored.
+        provider._client = team_credentials.guarded(provider._client)
+    return provider
 
 
 def _cached(
-    credentials: OpenAICredentials | AzureCredentials | TogetherCredentials, settings: Settings
+    credentials: OpenAICredentials | AzureCredentials | TogetherCredentials,
+    settings: Settings,
+    *,
+    guarded: bool = False,
 ) -> Provider:
     return _provider_for(
-        credentials, settings.provider_timeout_seconds, settings.provider_max_retries
+        credentials, settings.provider_timeout_seconds, settings.provider_max_retries, guarded
     )
 
 
@@ -88,7 +99,7 @@ def provider_for_team(session: Session, team_id: str, settings: Settings | None 
     row = team_credentials.active(session, team_id)
     if row is None:
         return default_provider(settings)
-    return _cached(team_credentials.credentials_of(row), settings)
+    return _cached(team_credentials.credentials_of(row), settings, guarded=True)
 
 
 def provider_for_account(
@@ -126,4 +137,4 @@ def fine_tuning_provider_for_account(
     if found is None:
         # The default key was changed, or the credential rows are gone.
         raise LookupError(f"no provider credentials for account {account}")
-    return _cached(found, settings)
+    return _cached(found, settings, guarded=True)
