@@ -415,3 +415,12 @@ def test_mixed_formats_are_counted_beyond_the_cap(tmp_path: Path) -> None:
     report = validate_lines(tmp_path, lines, settings=settings)
     assert report.counts_by_code["mixed_formats"] == 5
     assert [f.line for f in report.findings if f.code == "mixed_formats"] == [61, 62]
+
+
+def test_letter_case_counts_match_str_isupper_and_islower() -> None:
+    from service.files.validation.checks import _letter_cases
+
+    for text in ("", "Hello World 123", "ÉCOLE école Straße ǅ", "ABC\n\tdef!?", "ß" * 3):
+        upper = sum(1 for c in text if c.isupper())
+        lower = sum(1 for c in text if c.islower())
+        assert _letter_cases(text) == (upper, lower), text
