@@ -21,7 +21,8 @@ from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(highlight=False)
+# soft_wrap: lines piped to a file or CI log stay whole (tables still fit the width).
+console = Console(highlight=False, soft_wrap=True)
 errors = Console(stderr=True, highlight=False)
 
 
