@@ -110,5 +110,18 @@ def close_session(session: Session, token: str | None) -> None:
         )
 
 
+def purge_expired(session: Session, *, batch: int = 1000) -> int:
+    """Delete up to ``batch`` expired sessions (those never presented again); the count."""
+    expired = select(DashboardSession.token_hash).where(
+        col(DashboardSession.expires_at) <= utcnow()
+    )
+    hashes = list(session.exec(expired.limit(batch)))
+    if hashes:
+        session.execute(
+            sa.delete(DashboardSession).where(col(DashboardSession.token_hash).in_(hashes))
+        )
+    return len(hashes)
+
+
 def csrf_matches(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
