@@ -241,7 +241,7 @@ _NOT_UPPER = bytes(b for b in range(256) if not 65 <= b <= 90)
 _NOT_LOWER = bytes(b for b in range(256) if not 97 <= b <= 122)
 
 
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_ASCII_RUN = re.compile(r"[\x00-\x7f]+")
 
 
 def _letter_cases(text: str) -> tuple[int, int]:
@@ -251,7 +251,7 @@ def _letter_cases(text: str) -> tuple[int, int]:
     upper = len(encoded.translate(None, _NOT_UPPER))
     lower = len(encoded.translate(None, _NOT_LOWER))
     if not text.isascii():
-        other = "".join(_NON_ASCII.findall(text))
+        other = _ASCII_RUN.sub("", text)
         upper += sum(map(str.isupper, other))
         lower += sum(map(str.islower, other))
     return upper, lower
