@@ -63,6 +63,9 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
+# Prompt/completion texts joined per pass by LegacyStats.flush: fewer passes cost more memory
+# (a joined string holds up to 4 bytes per character).
+LEGACY_FLUSH_EVERY = 512
 # Distinct completions remembered for the classification heuristic (unique < n/3).
 MAX_DISTINCT_COMPLETIONS = 50_000
 
@@ -134,6 +137,8 @@ class LegacyStats:
         self.completion_suffix = _common_suffix(self.completion_suffix, completion)
         self.pending_prompts.append(prompt)
         self.pending_completions.append(completion)
+        if len(self.pending_prompts) >= LEGACY_FLUSH_EVERY:
+            self.flush()
         if completion and not completion[0].isspace():
             self.completions_without_space += 1
             if self.first_line_without_space is None:
