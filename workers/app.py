@@ -33,6 +33,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_redirect_stdouts=False,
     beat_schedule={
+        "dashboard.purge_sessions": {"task": "dashboard.purge_sessions", "schedule": 3600.0},
         "jobs.sweep": {"task": "jobs.sweep", "schedule": settings.sweep_interval_seconds},
         "jobs.admit": {"task": "jobs.admit", "schedule": settings.sweep_interval_seconds},
         # Every runner's lost work (submissions, result imports, local training runs).
@@ -66,6 +67,7 @@ app.conf.update(
         "workers.tasks.training",
         "workers.tasks.evals",
         "workers.tasks.registry",
+        "workers.tasks.dashboard",
     ],
 )
 
