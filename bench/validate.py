@@ -28,6 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LARGE_ROWS = 1_000_000
@@ -109,7 +110,9 @@ def generate_chat(path: Path, rows: int, seed: int) -> None:
     ]
     with path.open("w", encoding="utf-8") as out:
         for _ in range(rows):
-            messages = [{"role": "system", "content": rng.choice(system_prompts)}]
+            messages: list[dict[str, object]] = [
+                {"role": "system", "content": rng.choice(system_prompts)}
+            ]
             for _turn in range(rng.choice((1, 1, 1, 2, 3))):
                 messages.append({"role": "user", "content": _paragraph(rng, rng.randint(1, 3))})
                 reply: dict[str, object] = {
@@ -355,9 +358,7 @@ def child_main(which: str, path: Path, model: str, workers: int, file_format: st
 # -- the driver ------------------------------------------------------------------------------
 
 
-def measure(
-    which: str, path: Path, model: str, workers: int, file_format: str
-) -> dict[str, object]:
+def measure(which: str, path: Path, model: str, workers: int, file_format: str) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", which, str(path), model, str(workers)]
     command.append(file_format)
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
