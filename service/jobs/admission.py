@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from service.db import session_scope
 from service.errors import BudgetExceeded
+from service.files import compat
 from service.files.models import File
 from service.jobs import budgets, capacity, failures, lifecycle
 from service.jobs.models import FineTuningJob, JobStage
@@ -113,6 +114,22 @@ def admit(job_id: str) -> bool:
             )
             return False
         training = files[0]
+        # Reports that arrived after the create: a format that does not fit the model or
+        # method fails here (data_format), instead of upstream.
+        misfit = compat.job_misfit(
+            training,
+            files[1] if len(files) > 1 else None,
+            job.model,
+            (job.method or {}).get("type"),
+            local=job.provider == "local",
+        )
+        if misfit is not None:
+            lifecycle.fail(
+                session,
+                job,
+                failures.job_error(failures.DATA_FORMAT, misfit.message, param=misfit.param),
+            )
+            return False
         if job.estimated_cost_usd is None:
             # The report arrived after the create: the budget hold is taken now.
             estimate = runner.estimate_cost(training, job)

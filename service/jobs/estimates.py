@@ -8,15 +8,15 @@ from sqlmodel import Session
 
 from service.config import get_settings
 from service.errors import Conflict, InvalidRequest
+from service.files.reports import report_for_model
 from service.files.validation.estimate import estimate_for_job
-from service.files.validation.report import Report
 from service.jobs.runners import choose
 from service.jobs.schemas import CreateJobInput, requested_epochs
 from service.jobs.service import _usable_file
 
 
 def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[str, Any]:
-    choose(session, team_id, request).check_request(session, team_id, request)
+    provider = choose(session, team_id, request).check_request(session, team_id, request)
     training = _usable_file(session, team_id, request.training_file, "training_file")
     if training.validation_status in ("pending", "running"):
         raise Conflict(
@@ -32,7 +32,14 @@ def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[st
             param="training_file",
             code="validation_failed",
         )
-    report = Report.model_validate(training.report)
+    # The stored report as it applies to this model and method (encoding, context limit,
+    # price, format fit), as the estimate's note promises.
+    report = report_for_model(
+        training,
+        request.model,
+        request.method.type if request.method else None,
+        local=provider.name == "local",
+    )
     result = estimate_for_job(
         report, request.model, requested_epochs(request), get_settings().validation
     )
