@@ -24,10 +24,17 @@ dev: $(VENV)/.installed-base
 	$(BIN)/ftq dev
 
 # The suite runs only on code that passes `make lint` (CI runs exactly `make test`).
+# Integration tests mostly wait on real processes, so test files run side by side
+# (TEST_WORKERS processes, one file per worker at a time: a file's private stack is
+# started once); tests marked `serial` (they restart a shared service) run alone after.
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
+TEST_WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; rc=1; fi; \
+	$(BIN)/python -m pytest -m serial; serial=$$?; \
+	if [ $$serial -eq 5 ]; then echo "pytest collected no serial tests" >&2; serial=1; fi; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$serial
 
 # Formatting and lint (ruff, pinned), types (mypy over service, api, workers and cli, as
 # configured in pyproject.toml) and the architecture (import-linter contracts, same file).

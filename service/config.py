@@ -141,7 +141,6 @@ class Settings(BaseSettings):
     # With this many quiet jobs of one account due at once, one list call (100 jobs a page)
     # replaces their per-job polls; below it, per-job polls cost about the same.
     list_poll_min_due: int = 5
-
     # Status checks by poll group (service/jobs/poll_groups.py): each upstream job is tagged
     # with one of ``poll_groups`` groups at create, and one list call per group reads every
     # status in it each ``status_check_seconds``. Changing ``poll_groups`` leaves jobs tagged
@@ -151,6 +150,7 @@ class Settings(BaseSettings):
     # Per provider account: requests per second the per-job polls of running jobs (events,
     # checkpoints) may spend; with many running jobs their metrics are read less often.
     metrics_poll_budget_per_second: float = 12.0
+
     # Celery
     task_time_limit_seconds: int = 300
     broker_visibility_timeout_seconds: int = 3600

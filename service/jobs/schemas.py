@@ -174,8 +174,12 @@ class CreateJobInput(BaseModel):
     def _metadata_limits(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         if value is None:
             return value
-        if len(value) > 16:
-            raise ValueError("metadata may hold at most 16 key-value pairs")
+        # Providers take 16 pairs; ftq tags every upstream job with its own ftq_job_id (the
+        # exactly-once lookup), so a team keeps 15.
+        if len(value) > 15:
+            raise ValueError(
+                "metadata may hold at most 15 key-value pairs (ftq adds ftq_job_id upstream)"
+            )
         for key, item in value.items():
             if len(key) > 64:
                 raise ValueError(f"metadata key '{key[:20]}…' is longer than 64 characters")

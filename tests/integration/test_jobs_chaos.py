@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from openai import OpenAI
 
@@ -155,6 +156,7 @@ def test_redis_flushed_mid_run_every_job_still_finishes(dataset: Path) -> None:
         assert stack.sandbox.requests(method="POST", path="/v1/files") == []
 
 
+@pytest.mark.serial
 def test_postgres_restarted_mid_run(dataset: Path) -> None:
     with private_stack("pgrestart") as stack:
         stack.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 
@@ -73,5 +74,5 @@ def test_a_running_job_gets_one_metrics_poll_per_interval(interval: float) -> No
     for job_id in ("ftjob-a", "ftjob-b", "ftjob-c"):
         due = [t for t in checks if poll_groups.metrics_due(job_id, t, interval)]
         assert 9 <= len(due) <= 11
-        gaps = [b - a for a, b in zip(due, due[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(due)]
         assert all(interval - 30 <= gap <= interval + 30 for gap in gaps)
