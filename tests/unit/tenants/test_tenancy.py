@@ -153,6 +153,10 @@ class TestCredentials:
     def test_stored_encrypted_rotated_and_resolved_by_account(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # The base URL is on loopback: the operator allows it (the SSRF policy refuses it
+        # otherwise; tests/unit/hardening covers the refusal).
+        monkeypatch.setenv("FTQ_PROVIDER_ALLOWED_NETWORKS", "127.0.0.0/8")
+        reset_settings_cache()
         team_id = _team()
         secret = "sk-unit-secret-0123456789"
         with session_scope() as session:
