@@ -259,7 +259,7 @@ def test_one_teams_twenty_jobs_do_not_starve_anothers_one(dataset: Path) -> None
                 )
                 >= 10
             ),
-            timeout=60,
+            timeout=180,  # generous: the suite runs test files side by side on 2 cores
             what="the busy team's jobs to queue",
         )
         quiet_job = start_jobs(quiet_client, dataset, 1)[0]
@@ -269,7 +269,7 @@ def test_one_teams_twenty_jobs_do_not_starve_anothers_one(dataset: Path) -> None
                 == "waiting"
                 and j
             ),
-            timeout=60,
+            timeout=180,
             what="the quiet team's job to queue behind the busy team's",
         )
         assert queued.status == "queued"
