@@ -379,7 +379,9 @@ def test_evaluation_page_compares_base_and_fine_tune(
     screenshot(page, tmp_path, "evaluation")
 
     page.click(f"a[href='/dashboard/evals/{template['id']}']")
+    page.locator("#runs").wait_for()  # count() does not wait for the navigation
     assert page.locator("#runs tbody tr").count() == 2
     screenshot(page, tmp_path, "eval")
     page.locator("#runs tbody tr a").first.click()
+    page.locator("#output-items").wait_for()
     assert page.locator("#output-items tbody tr").count() == len(PARAPHRASED)
