@@ -7,6 +7,7 @@ wrote (``$FTQ_CONFIG``, else ``$XDG_CONFIG_HOME/ftq/config.json``), which is mod
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import os
@@ -124,3 +125,15 @@ def api_errors(command: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+# The options every team command shares, and how they show times.
+url_option = click.option("--url", help="ftq's URL (else OPENAI_BASE_URL or `ftq login`).")
+key_option = click.option("--key", help="API key (else OPENAI_API_KEY or `ftq login`).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def when(seconds: int | None) -> str:
+    if not seconds:
+        return "-"
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M")

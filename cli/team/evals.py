@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
@@ -11,17 +10,8 @@ from rich.table import Table
 
 from cli.main import main
 from cli.team import connection
-from cli.team.connection import api_errors, console
-
-url_option = click.option("--url", help="ftq's URL (else OPENAI_BASE_URL or `ftq login`).")
-key_option = click.option("--key", help="API key (else OPENAI_API_KEY or `ftq login`).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
-def _when(seconds: int | None) -> str:
-    if not seconds:
-        return "-"
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M")
+from cli.team.connection import api_errors, console, json_option, key_option, url_option
+from cli.team.connection import when as _when
 
 
 @main.group()

@@ -19,9 +19,9 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--url", help="ftq's URL (else OPENAI_BASE_URL or `ftq login`).")
-@click.option("--key", help="API key (else OPENAI_API_KEY or `ftq login`).")
+@connection.json_option
+@connection.url_option
+@connection.key_option
 @api_errors
 def list_models(as_json: bool, url: str | None, key: str | None) -> None:
     """Every model, with its shutdown date and the days left until it."""

@@ -32,6 +32,7 @@ from service.evals import items as item_data
 from service.evals import service as evals
 from service.evals.models import TERMINAL_RUN_STATUSES, EvalGate, EvalOutputItem, EvalRun, RunStatus
 from service.files import service as files
+from service.jobs import lifecycle
 from service.jobs.models import FineTuningJob, JobCheckpoint
 
 log = structlog.get_logger(__name__)
@@ -276,6 +277,19 @@ def bootstrap_ci(differences: np.ndarray, samples: int, seed: int) -> tuple[floa
     return float(low), float(high)
 
 
+def interval_object(low: float, high: float) -> dict[str, Any]:
+    """How an interval from ``bootstrap_ci`` is reported (gate and parent comparison)."""
+    settings = get_settings().evals
+    return {
+        "level": 0.95,
+        "low": round(low, 6),
+        "high": round(high, 6),
+        "method": "paired percentile bootstrap",
+        "samples": settings.bootstrap_samples,
+        "seed": settings.bootstrap_seed,
+    }
+
+
 def _evaluate(
     session: Session, job: FineTuningJob, gate: EvalGate, runs: dict[str, EvalRun]
 ) -> dict[str, Any]:
@@ -358,14 +372,7 @@ def _evaluate(
         "holdout": gate.holdout,
         "scores": scores,
         "delta": round(delta, 6),
-        "confidence_interval": {
-            "level": 0.95,
-            "low": round(low, 6),
-            "high": round(high, 6),
-            "method": "paired percentile bootstrap",
-            "samples": settings.bootstrap_samples,
-            "seed": settings.bootstrap_seed,
-        },
+        "confidence_interval": interval_object(low, high),
         "items": len(shared),
         "flipped": {
             "base_passed_tuned_failed": [example(i) for i in regressions[:MAX_FLIPPED]],
@@ -383,34 +390,8 @@ def _evaluate(
 
 
 def _record(session: Session, job: FineTuningJob, evaluation: dict[str, Any]) -> None:
-    try:
-        from service.jobs.lifecycle import record_evaluation  # the lead's state machine
-    except ImportError:  # pragma: no cover - until the lifecycle lands
-        record_evaluation = _record_without_lifecycle
-    record_evaluation(session, job, evaluation)
-    session.add(job)
-
-
-def _record_without_lifecycle(
-    session: Session, job: FineTuningJob, evaluation: dict[str, Any]
-) -> None:
-    from service.jobs.serializers import job_object
-    from service.jobs.transitions import add_event
-    from service.webhooks.outbox import record_event
-
-    job.evaluation = evaluation
-    job.stage = "done"
-    job.sequence += 1
-    job.updated_at = utcnow()
-    add_event(session, job, f"Evaluation finished: {evaluation.get('verdict')}.", data=evaluation)
-    record_event(
-        session,
-        team_id=job.team_id,
-        event_type="fine_tuning.job.evaluated",
-        object_id=job.id,
-        sequence=job.sequence,
-        data=job_object(job),
-    )
+    # The state machine moves the stage, stores the result and writes the webhook row.
+    lifecycle.record_evaluation(session, job, evaluation)
 
 
 def reconcile() -> list[str]:

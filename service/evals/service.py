@@ -33,6 +33,7 @@ from service.evals.models import (
 from service.evals.templating import TemplateError, check_against_schema, strings_in
 from service.files import service as files
 from service.jobs.inference import provider_for_model
+from service.pagination import keyset_page
 from service.tenants import audit
 
 RUN_TASK = "evals.run"
@@ -167,29 +168,41 @@ def get_eval(session: Session, team_id: str, eval_id: str) -> Eval:
 
 
 def _list(
-    session: Session, query: Any, model: Any, anchor: Any, order: str, limit: int
+    session: Session,
+    query: Any,
+    model: Any,
+    scope: list[Any],
+    *,
+    after: str | None,
+    order: str,
+    limit: int,
+    sort: tuple[Any, ...] | None = None,
 ) -> tuple[list[Any], bool]:
+    """One page in OpenAI's ``order``, on the shared keyset pagination (an unknown or
+    foreign ``after`` is the same 400 ``invalid_cursor`` as on every other list)."""
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-    ascending = order == "asc"
-    if anchor is not None:
-        key = sa.tuple_(model.created_at, model.id)
-        edge = sa.tuple_(sa.literal(anchor.created_at), sa.literal(anchor.id))
-        query = query.where(key > edge if ascending else key < edge)
-    columns = (col(model.created_at), col(model.id))
-    query = query.order_by(*(c.asc() if ascending else c.desc() for c in columns))
-    rows = list(session.exec(query.limit(limit + 1)))
-    return rows[:limit], len(rows) > limit
+    return keyset_page(
+        session,
+        query,
+        after=after,
+        limit=limit,
+        id_column=col(model.id),
+        order=sort or (col(model.created_at), col(model.id)),
+        scope=scope,
+        descending=order == "desc",
+    )
 
 
 def list_evals(
     session: Session, team_id: str, *, after: str | None, limit: int, order: str
 ) -> tuple[list[Eval], bool]:
-    anchor = get_eval(session, team_id, after) if after else None
-    query = select(Eval).where(Eval.team_id == team_id, col(Eval.deleted_at).is_(None))
-    return _list(session, query, Eval, anchor, order, limit)
+    scope = [col(Eval.team_id) == team_id, col(Eval.deleted_at).is_(None)]
+    return _list(
+        session, select(Eval).where(*scope), Eval, scope, after=after, order=order, limit=limit
+    )
 
 
 def update_eval(session: Session, team_id: str, eval_id: str, body: dict[str, Any]) -> Eval:
@@ -490,15 +503,17 @@ def list_runs(
     status: str | None,
 ) -> tuple[list[EvalRun], bool]:
     record = get_eval(session, team_id, eval_id)
-    anchor = get_run(session, team_id, eval_id, after) if after else None
-    query = select(EvalRun).where(
-        EvalRun.eval_id == record.id, EvalRun.team_id == team_id, col(EvalRun.deleted_at).is_(None)
-    )
+    scope = [
+        col(EvalRun.eval_id) == record.id,
+        col(EvalRun.team_id) == team_id,
+        col(EvalRun.deleted_at).is_(None),
+    ]
+    query = select(EvalRun).where(*scope)
     if status:
         if status not in set(RunStatus):
             raise InvalidRequest(f"status must be one of {', '.join(RunStatus)}.", param="status")
         query = query.where(EvalRun.status == status)
-    return _list(session, query, EvalRun, anchor, order, limit)
+    return _list(session, query, EvalRun, scope, after=after, order=order, limit=limit)
 
 
 def _stop(session: Session, run: EvalRun) -> None:
@@ -670,27 +685,23 @@ def list_output_items(
     status: str | None,
 ) -> tuple[list[EvalOutputItem], bool]:
     run = get_run(session, team_id, eval_id, run_id)
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("order must be 'asc' or 'desc'.", param="order")
-    if not 1 <= limit <= 100:
-        raise InvalidRequest("limit must be between 1 and 100.", param="limit")
-    query = select(EvalOutputItem).where(EvalOutputItem.run_id == run.id)
+    scope = [col(EvalOutputItem.run_id) == run.id]
+    query = select(EvalOutputItem).where(*scope)
     if status:
         if status not in ("pass", "fail", "error"):
             raise InvalidRequest("status must be 'pass', 'fail' or 'error'.", param="status")
         query = query.where(EvalOutputItem.status == status)
-    ascending = order == "asc"
-    if after:
-        anchor = get_output_item(session, team_id, eval_id, run_id, after)
-        key = col(EvalOutputItem.datasource_item_id)
-        query = query.where(
-            key > anchor.datasource_item_id if ascending else key < anchor.datasource_item_id
-        )
-    key = col(EvalOutputItem.datasource_item_id)
-    rows = list(
-        session.exec(query.order_by(key.asc() if ascending else key.desc()).limit(limit + 1))
+    # Items in the data source's order (one item per datasource index in a run).
+    return _list(
+        session,
+        query,
+        EvalOutputItem,
+        scope,
+        after=after,
+        order=order,
+        limit=limit,
+        sort=(col(EvalOutputItem.datasource_item_id),),
     )
-    return rows[:limit], len(rows) > limit
 
 
 def output_item_object(row: EvalOutputItem) -> dict[str, Any]:

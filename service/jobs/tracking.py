@@ -32,6 +32,7 @@ from service.jobs import failures, lifecycle, poll_groups
 from service.jobs.lifecycle import Outcome
 from service.jobs.models import (
     SUBMISSION_STAGES,
+    TERMINAL_STATUSES,
     FineTuningJob,
     JobCheckpoint,
     JobEvent,
@@ -41,8 +42,6 @@ from service.jobs.models import (
 from service.jobs.transitions import add_checkpoint, add_event
 from service.providers.base import ErrorKind, ProviderError, UpstreamJob
 from service.providers.registry import fine_tuning_provider_for_account
-
-TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 log = structlog.get_logger(__name__)
 
@@ -209,7 +208,7 @@ def _plan(claimed: list[_Due]) -> _Plan:
             status = lifecycle.map_status(upstream.status) if upstream else None
             if upstream is None or status is None:
                 plan.poll.append(due.job_id)  # untagged (created before groups) or unknown
-            elif status in TERMINAL:
+            elif status in TERMINAL_STATUSES:
                 plan.poll.append(due.job_id)  # the ending needs the full sync
             elif status != due.upstream_status:
                 plan.observed[due.job_id] = upstream.status
@@ -364,7 +363,7 @@ def _sync(
         if upstream.hyperparameters:
             job.hyperparameters = upstream.hyperparameters
         leases.clear(job)
-        if status in TERMINAL:
+        if status in TERMINAL_STATUSES:
             _finish_from_upstream(session, job, upstream, status)
         else:
             lifecycle.observe(session, job, upstream.status)
@@ -473,7 +472,7 @@ def poll(job_id: str, owner: str) -> None:
         return
     try:
         upstream = provider.get_job(upstream_id)
-        if cancel and lifecycle.map_status(upstream.status) not in TERMINAL:
+        if cancel and lifecycle.map_status(upstream.status) not in TERMINAL_STATUSES:
             upstream = provider.cancel_job(upstream_id)
         events = provider.list_new_events(upstream_id, cursor)
         # Checkpoints appear while running and at the end; skip the call before that.

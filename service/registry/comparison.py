@@ -14,7 +14,7 @@ import numpy as np
 from sqlmodel import Session, select
 
 from service.config import get_settings
-from service.evals.gate import bootstrap_ci
+from service.evals.gate import bootstrap_ci, interval_object
 from service.evals.models import EvalGate, EvalOutputItem
 from service.jobs.models import FineTuningJob
 
@@ -60,14 +60,7 @@ def compare_with_parent(
         "mean_score": round(float(np.mean([new[i] for i in shared])), 6) if shared else None,
         "parent_mean_score": round(float(np.mean([old[i] for i in shared])), 6) if shared else None,
         "delta": round(delta, 6),
-        "confidence_interval": {
-            "level": 0.95,
-            "low": round(low, 6),
-            "high": round(high, 6),
-            "method": "paired percentile bootstrap",
-            "samples": settings.bootstrap_samples,
-            "seed": settings.bootstrap_seed,
-        },
+        "confidence_interval": interval_object(low, high),
         # What the interval says, not the point estimate: "better" or "worse" only when the
         # 95% interval excludes zero.
         "outcome": "better" if low > 0 else "worse" if high < 0 else "no_significant_difference",

@@ -4,16 +4,14 @@ checked and stored; another team's eval is a 404."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from service import dispatch
 from service.config import reset_settings_cache
-from service.db import dispose_engines, get_engine, session_scope
+from service.db import session_scope
 from service.errors import InvalidRequest, NotFound
 
 CRITERION = {
@@ -30,26 +28,7 @@ CONFIG = {
 }
 
 
-@pytest.fixture
-def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A fresh SQLite database with every table (from the models, independent of other
-    areas' migrations); published tasks are dropped."""
-    from sqlmodel import SQLModel
-
-    import service.models  # noqa: F401
-
-    for name in ("FTQ_DATABASE_URL", "FTQ_BROKER_URL", "FTQ_ENCRYPTION_KEYS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("FTQ_DATA_DIR", str(tmp_path))
-    reset_settings_cache()
-    dispose_engines()
-    SQLModel.metadata.create_all(get_engine())
-    previous = dispatch._publisher
-    dispatch.install_publisher(lambda _name, _args, _options: None)
-    yield
-    dispatch.install_publisher(previous)
-    dispose_engines()
-    reset_settings_cache()
+# ``db``: tests/unit/conftest.py (a fresh SQLite database migrated to head).
 
 
 def test_migration_0007_upgrades_and_downgrades(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from service.db import dispose_engines
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A fresh SQLite database migrated to head; published tasks are dropped."""
+    """A fresh SQLite database migrated to head (so the migrations run on SQLite too);
+    published tasks are dropped. Shared by the unit tests that need a database."""
     for name in ("FTQ_DATABASE_URL", "FTQ_BROKER_URL", "FTQ_ENCRYPTION_KEYS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FTQ_DATA_DIR", str(tmp_path))
