@@ -174,6 +174,7 @@ def test_running_job_curve_gains_points_then_cancel_with_confirmation(
     marks = client.fine_tuning.jobs.checkpoints.list(quick.id).data
     page.goto(f"{stack.api_url}/dashboard/jobs/{quick.id}")
     assert page.locator("#checkpoints tbody tr").count() == len(marks) >= 1
+    page.wait_for_function("() => Chart.getChart(document.getElementById('loss-chart'))")
     marked = page.evaluate(
         "() => Chart.getChart(document.getElementById('loss-chart')).data.datasets[3].data"
     )
@@ -373,6 +374,8 @@ def test_evaluation_page_compares_base_and_fine_tune(
     assert flips.count() >= 1
     first = flips.first.locator(".flip-pair pre")
     assert first.nth(0).inner_text() and first.nth(1).inner_text()  # both answers, side by side
+    # The chart is drawn by the page's script: wait for it before reading it.
+    page.wait_for_function("() => Chart.getChart(document.getElementById('scores-chart'))")
     assert page.evaluate(
         "() => Chart.getChart(document.getElementById('scores-chart')).data.labels"
     ) == ["base", "fine_tuned"]
