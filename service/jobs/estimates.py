@@ -16,6 +16,10 @@ from service.jobs.service import _usable_file
 
 
 def estimate(session: Session, team_id: str, request: CreateJobInput) -> dict[str, Any]:
+    # A re-train estimates the parent's data and method, exactly as its create would run.
+    from service.registry.retrain import resolve as resolve_retrain
+
+    request, _ = resolve_retrain(session, team_id, request)
     provider = choose(session, team_id, request).check_request(session, team_id, request)
     training = _usable_file(session, team_id, request.training_file, "training_file")
     if training.validation_status in ("pending", "running"):

@@ -145,6 +145,24 @@ def test_lineage_retrain_on_azure_alerts_and_retirement(
         },
     )
     assert status == 200, azure
+    # The estimate of a re-train prices the parent's data, as its create will run it.
+    status, estimate, _ = call(
+        stack,
+        "POST",
+        "/v1/fine_tuning/jobs/estimate",
+        key,
+        {"model": BASE, "retrain_of": parent.fine_tuned_model},
+    )
+    assert status == 200, estimate
+    assert estimate["training_file"] == training and estimate["n_epochs"] == 3
+    status, body, _ = call(
+        stack,
+        "POST",
+        "/v1/fine_tuning/jobs/estimate",
+        foreign,
+        {"model": BASE, "retrain_of": parent.fine_tuned_model},
+    )
+    assert status == 400 and assert_openai_error(body)["code"] == "retrain_source_not_found"
     status, child, _ = call(
         stack,
         "POST",
