@@ -13,6 +13,10 @@ import click
 
 from cli.main import main
 from cli.processes import (
+    ALL_QUEUES,
+    CONTROL_CONCURRENCY,
+    CONTROL_QUEUES,
+    FOLLOW_QUEUES,
     ProcessGroup,
     api_command,
     beat_command,
@@ -58,10 +62,18 @@ def api(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--concurrency", type=int, default=2, show_default=True)
-@click.option("--queues", default="ftq,evals", show_default=True)
-def worker(concurrency: int, queues: str) -> None:
+@click.option(
+    "--queues",
+    default=ALL_QUEUES,
+    show_default=True,
+    help=f"Production runs one worker on {CONTROL_QUEUES} (submissions, the sweep) beside "
+    f"others on {FOLLOW_QUEUES} (polls and everything else), so polls never take the "
+    "submissions' slots.",
+)
+@click.option("--name", default="worker", show_default=True, help="Celery node name prefix.")
+def worker(concurrency: int, queues: str, name: str) -> None:
     """Run a Celery worker."""
-    os.execv(sys.executable, worker_command(concurrency=concurrency, queues=queues))
+    os.execv(sys.executable, worker_command(name=name, concurrency=concurrency, queues=queues))
 
 
 @main.command()
@@ -186,6 +198,14 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
             wait_http_ok(f"http://{host}:{sandbox_port}/healthz", proc=group.children["sandbox"])
         api_proc = group.start("api", api_command(host, port))
         group.start("worker", worker_command(), ready_line=WORKER_READY)
+        # Submissions and the sweep on slots of their own (no wait behind a poll backlog).
+        group.start(
+            "submitter",
+            worker_command(
+                name="submitter", concurrency=CONTROL_CONCURRENCY, queues=CONTROL_QUEUES
+            ),
+            ready_line=WORKER_READY,
+        )
         group.start("beat", beat_command(), ready_line=BEAT_READY)
         if settings.local.allowed_base_models:
             _start_local(group, settings)
@@ -200,7 +220,7 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
         dev_env.chmod(0o600)
         dev_env.write_text("\n".join(lines) + "\n")
         # The summary comes last, after the workers' banners, where it is not scrolled away.
-        for name in ("worker", "beat", "trainer"):
+        for name in ("worker", "submitter", "beat", "trainer"):
             if name in group.children and not group.wait_ready(name, BANNER_WAIT_SECONDS):
                 click.echo(f"{name} has not reported ready yet; see its output above", err=True)
         click.echo("")

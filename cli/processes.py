@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from service import broker
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -69,8 +71,20 @@ def api_command(host: str, port: int) -> list[str]:
     ]
 
 
+# The worker layout. Following work (per-job polls, file validation, webhooks, evals) goes
+# to FOLLOW_QUEUES; a user's submission and the sweep go to CONTROL_QUEUES, which a worker of
+# their own consumes so its slots are never taken by a backlog of polls (service/broker.py
+# routes each task). ``ftq dev``, the compose file and the test stack all run both.
+FOLLOW_QUEUES = f"{broker.DEFAULT_QUEUE},{broker.EVALS_QUEUE}"
+CONTROL_QUEUES = f"{broker.SUBMIT_QUEUE},{broker.SWEEP_QUEUE}"
+# One worker serving everything (``ftq worker`` without --queues): a small install still
+# runs every task; the queues still keep a submission out of the polls' backlog.
+ALL_QUEUES = f"{CONTROL_QUEUES},{FOLLOW_QUEUES}"
+CONTROL_CONCURRENCY = 2
+
+
 def worker_command(
-    name: str = "worker", concurrency: int = 2, queues: str = "ftq,evals"
+    name: str = "worker", concurrency: int = 2, queues: str = FOLLOW_QUEUES
 ) -> list[str]:
     return [
         sys.executable,

@@ -13,6 +13,40 @@ from celery import Celery
 
 from service.config import Settings, get_settings
 
+# Queues. A user's submission never waits behind following work: submissions (and the
+# admission that hands out slots, and a cancel to pass on) have their own queue, the sweep
+# and the reconciler theirs, so a backlog of per-job polls in the default queue delays
+# neither. Production runs a worker consuming only SUBMIT and SWEEP beside the ones that
+# consume DEFAULT (see cli/processes.py); a single worker may still consume them all.
+DEFAULT_QUEUE = "ftq"
+SUBMIT_QUEUE = "submit"
+SWEEP_QUEUE = "sweep"
+TRAINING_QUEUE = "training"
+EVALS_QUEUE = "evals"
+
+# Task name -> queue; names not listed (polls, files, webhooks, ...) go to DEFAULT_QUEUE.
+# Exact names first; Celery also accepts the glob patterns used for training and evals.
+TASK_QUEUES: dict[str, str] = {
+    "jobs.submit": SUBMIT_QUEUE,
+    "jobs.admit": SUBMIT_QUEUE,
+    # A cancel the provider must hear about now is a user's request, like a submission.
+    "jobs.poll_now": SUBMIT_QUEUE,
+    "jobs.sweep": SWEEP_QUEUE,
+    "jobs.reconcile": SWEEP_QUEUE,
+    "training.*": TRAINING_QUEUE,
+    "evals.*": EVALS_QUEUE,
+}
+
+
+def queue_for(task_name: str) -> str:
+    """The queue ``task_name`` is published to (the routing Celery applies, spelt out)."""
+    if task_name in TASK_QUEUES:
+        return TASK_QUEUES[task_name]
+    for pattern, queue in TASK_QUEUES.items():
+        if pattern.endswith(".*") and task_name.startswith(pattern[:-1]):
+            return queue
+    return DEFAULT_QUEUE
+
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     options: dict[str, Any] = {"visibility_timeout": settings.broker_visibility_timeout_seconds}
@@ -41,8 +75,8 @@ def base_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_default_queue": "ftq",
-        "task_routes": {"training.*": {"queue": "training"}, "evals.*": {"queue": "evals"}},
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
     }
 
 

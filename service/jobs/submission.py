@@ -13,7 +13,7 @@ provider has since lost (deleted in the account, a restarted upstream) is droppe
 cache and sent again; the data is never blamed for the provider's state.
 
 Whatever the create answers — or whatever a retry adopts — the job only moves to
-``tracking`` here; the poller's sync, run at once, records the upstream status, events,
+``tracking`` here; its first poll, enqueued at once, records the upstream status, events,
 checkpoints and, for a job already finished, its ending.
 """
 
@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from service import leases
 from service.config import get_settings
 from service.db import session_scope, utcnow
+from service.dispatch import enqueue
 from service.files.models import File, ProviderFile
 from service.files.service import file_path
 from service.jobs import capacity, failures, lifecycle, poll_groups
@@ -323,8 +324,8 @@ def _upload_again(job_id: str, owner: str) -> None:
 
 
 def _record_upstream(job_id: str, owner: str, upstream: UpstreamJob) -> bool:
-    """Remember the upstream job and hand the job to the poller; True when we still hold
-    the lease (so the caller may sync at once)."""
+    """Remember the upstream job and hand the job to the poller; True when we still held
+    the lease (then its first poll is enqueued under that lease)."""
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id, with_for_update=True)
         assert job is not None
@@ -336,11 +337,16 @@ def _record_upstream(job_id: str, owner: str, upstream: UpstreamJob) -> bool:
             lifecycle.move(session, job, "track")
         if upstream.hyperparameters:
             job.hyperparameters = upstream.hyperparameters
-        ours = job.lease_owner == owner
+        ours = job.lease_owner == owner and job.stage == JobStage.tracking
         job.poll_interval_seconds = None
-        job.next_poll_at = utcnow()  # the sweeper polls it if the sync below does not run
+        job.next_poll_at = utcnow()  # the sweeper polls it if the poll below does not run
         session.add(job)
-        return ours and job.stage == JobStage.tracking
+        if ours:
+            # The first sync (statuses, events, checkpoints, an ending already reached) runs
+            # as a poll under the same lease, on the polling workers: the submission's slot
+            # is free for the next create at once.
+            enqueue("jobs.poll", job_id, owner)
+        return ours
 
 
 def _requeue_after_limit(job_id: str, owner: str, error: ProviderError) -> None:
@@ -364,9 +370,7 @@ def _requeue_after_limit(job_id: str, owner: str, error: ProviderError) -> None:
 
 
 def start(job_id: str, owner: str) -> None:
-    """Upload the job's files and create its upstream job, then sync it once."""
-    from service.jobs import tracking
-
+    """Upload the job's files and create its upstream job; its first sync follows as a poll."""
     claim = claim_for_submission(job_id, owner)
     if claim is None:
         return
@@ -412,7 +416,4 @@ def start(job_id: str, owner: str) -> None:
             raise _retry_later(job_id, owner, error, what, claim.attempts) from error
         _fail(job_id, owner, error, what)
         return
-    if _record_upstream(job_id, owner, upstream):
-        # Same lease, same sync as every poll: a job already running or finished at the
-        # provider gets its statuses, events, checkpoints and ending recorded now.
-        tracking.poll(job_id, owner)
+    _record_upstream(job_id, owner, upstream)

@@ -24,6 +24,8 @@ import redis
 from openai import OpenAI
 
 from cli.processes import (
+    CONTROL_CONCURRENCY,
+    CONTROL_QUEUES,
     ProcessGroup,
     api_command,
     beat_command,
@@ -54,6 +56,11 @@ FAST_ENV = {
     "FTQ_PROVIDER_ALLOWED_NETWORKS": "127.0.0.0/8",
     "SANDBOX_JOB_SPEED": "4",
 }
+
+
+def submitter_name(worker: str) -> str:
+    """The submissions-and-sweep worker started with ``worker`` (worker0 -> submitter0)."""
+    return worker.replace("worker", "submitter", 1) if worker.startswith("worker") else worker
 
 
 def _redis_admin() -> redis.Redis:
@@ -209,17 +216,38 @@ class Stack:
         wait_http_ok(f"{self.api_url}/healthz", timeout=60, proc=api)
         return self
 
-    def start_worker(self, name: str = "worker0", concurrency: int = 2) -> None:
+    def start_worker(
+        self, name: str = "worker0", concurrency: int = 2, *, control: bool = True
+    ) -> None:
+        """The production layout, as one unit: ``name`` consumes the following work (polls,
+        files, webhooks), and its companion (``submitter0`` for ``worker0``) consumes only
+        submissions and the sweep. ``kill(name)`` takes both down, like losing a host."""
         self.group.start(
             name, worker_command(name=f"{name}-{self._owner}", concurrency=concurrency)
+        )
+        if control:
+            self.start_submitter(submitter_name(name))
+
+    def start_submitter(
+        self, name: str = "submitter0", concurrency: int = CONTROL_CONCURRENCY
+    ) -> None:
+        self.group.start(
+            name,
+            worker_command(
+                name=f"{name}-{self._owner}", concurrency=concurrency, queues=CONTROL_QUEUES
+            ),
         )
 
     def start_beat(self, name: str = "beat") -> None:
         command = [*beat_command(), "--schedule", str(self.root / f"{name}-schedule")]
         self.group.start(name, command)
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, *, alone: bool = False) -> None:
+        """SIGKILL ``name`` and (unless ``alone``) the submitter started with it."""
         self.group.kill(name, signal.SIGKILL)
+        companion = submitter_name(name)
+        if not alone and companion != name and companion in self.group.children:
+            self.group.kill(companion, signal.SIGKILL)
 
     def stop(self) -> None:
         self.group.stop_all(grace=5)
