@@ -29,23 +29,26 @@ def _bearer(request: Request) -> str | None:
     return token.strip() or None
 
 
-def _authenticate(token: str | None) -> Principal:
+def _authenticate(request: Request, token: str | None) -> Principal:
+    # The middleware's pre-check may already have counted this request (api/ratelimit.py).
+    checked = ratelimit.checked(request.scope)
     try:
         with session_scope() as session:
             principal = authenticate(session, token)
-            ratelimit.enforce(session, principal)
+            ratelimit.enforce(session, principal, checked)
             return principal
     except Unauthenticated as exc:
-        # Its own transaction: the refused request's work (if any) was rolled back.
-        with session_scope() as session:
-            record_auth_failure(session, token, exc)
+        if ratelimit.authentication_failed(request.scope, exc):
+            # Its own transaction: the refused request's work (if any) was rolled back.
+            with session_scope() as session:
+                record_auth_failure(session, token, exc)
         raise
 
 
 async def current_principal(request: Request) -> Principal:
     # Async so the context variables set here reach the endpoint (sync dependencies run in
     # a copied context whose changes are lost); the database work runs in the threadpool.
-    principal = await run_in_threadpool(_authenticate, _bearer(request))
+    principal = await run_in_threadpool(_authenticate, request, _bearer(request))
     structlog.contextvars.bind_contextvars(team_id=principal.team_id, key_id=principal.key_id)
     audit.set_actor(principal)
     request.state.principal = principal

@@ -1,4 +1,5 @@
-"""Request ids and access logs, as a plain ASGI middleware (no buffering of bodies)."""
+"""Request ids, access logs and the rate limit's pre-check, as a plain ASGI middleware (no
+buffering of bodies)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import ratelimit
 
 log = structlog.get_logger("ftq.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -37,11 +40,20 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                for name, value in ratelimit.response_headers(scope).items():
+                    if name.lower().encode() not in present:  # a 429 carries its own
+                        extra.append((name.lower().encode(), value.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
+            # Over its key's limit, or a token known to fail: refused before any other work.
+            refusal = await ratelimit.precheck(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
             if status["code"] == 404:
                 await _audit_not_found(scope)

@@ -3,8 +3,11 @@ credentials encryption and rotation, and provider resolution by account."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import bisect
 import os
+import random
 
 import pytest
 from cryptography.fernet import Fernet
@@ -29,24 +32,75 @@ def _team(name: str = "t") -> str:
 
 
 class TestRateLimitWindow:
-    def test_counts_per_key_and_resets_with_the_window(self) -> None:
-        counter = ratelimit.MemoryCounter()
-        assert [counter.hit("a", 1) for _ in range(3)] == [1, 2, 3]
-        assert counter.hit("b", 1) == 1
-        assert counter.hit("a", 2) == 1
+    """The sliding window, on the in-process log with a controlled clock (the Redis log runs
+    the same rules in Lua: tests/integration/test_rate_limit.py)."""
 
-    def test_decision_gives_retry_after_until_the_window_ends(
+    def test_no_span_of_a_window_accepts_more_than_the_limit(self) -> None:
+        log, limit, rng = ratelimit.MemoryLog(), 5, random.Random(7)
+        times = sorted(rng.uniform(0, 600) for _ in range(2000))
+        accepted = [t for t in times if log.decide("k", limit, t).allowed]
+        for t in accepted:  # every span (t - 60, t] that ends at an acceptance
+            in_window = bisect.bisect_right(accepted, t) - bisect.bisect_right(accepted, t - 60)
+            assert in_window <= limit, t
+        # Exact, not merely safe: each refusal had the limit's worth in the window before it.
+        refused = sorted(set(times) - set(accepted))
+        for t in refused:
+            in_window = bisect.bisect_right(accepted, t) - bisect.bisect_right(accepted, t - 60)
+            assert in_window == limit, t
+        assert len(accepted) >= limit * 9  # 600 s of demand: about one window's worth per 60 s
+
+    def test_a_clock_minute_boundary_gives_no_second_budget(self) -> None:
+        # The fixed window this replaces accepted 2 x limit around hh:mm:00.
+        log = ratelimit.MemoryLog()
+        assert all(log.decide("k", 3, 6000 - 0.5).allowed for _ in range(3))
+        assert not log.decide("k", 3, 6000 + 0.5).allowed
+        assert log.decide("k", 3, 6000 + 59.5).allowed  # the first three left the window
+
+    def test_counts_per_bucket_and_peek_does_not_count(self) -> None:
+        log = ratelimit.MemoryLog()
+        assert log.decide("a", 2, 10, peek=True).remaining == 2
+        assert log.decide("a", 2, 10).remaining == 1
+        assert log.decide("b", 2, 10).remaining == 1
+        assert log.decide("a", 2, 11).remaining == 0
+        assert not log.decide("a", 2, 12).allowed
+
+    def test_decision_gives_retry_after_until_a_slot_frees(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: object
     ) -> None:
         monkeypatch.delenv("FTQ_BROKER_URL", raising=False)
         reset_settings_cache()
-        now = 6000.0 + 45  # 45 s into a window
         team, key = f"team-{os.getpid()}", "key-rl"
-        assert ratelimit.hit(team, key, 2, now=now).allowed
-        assert ratelimit.hit(team, key, 2, now=now).remaining == 0
-        refused = ratelimit.hit(team, key, 2, now=now)
-        assert not refused.allowed and refused.retry_after == 15
-        assert ratelimit.hit(team, key, 2, now=now + 15).allowed
+        assert ratelimit.hit(team, key, 2, now=6000).allowed
+        second = ratelimit.hit(team, key, 2, now=6045)
+        assert second.remaining == 0 and second.reset_seconds == 60  # the newest leaves at 6105
+        refused = ratelimit.hit(team, key, 2, now=6050)
+        assert not refused.allowed and refused.retry_after == 10  # the oldest leaves at 6060
+        assert not ratelimit.hit(team, key, 2, now=6059.9).allowed
+        assert ratelimit.hit(team, key, 2, now=6060).allowed
+
+    def test_a_lowered_limit_waits_for_enough_entries_to_leave(self) -> None:
+        log = ratelimit.MemoryLog()
+        for t in (0, 10, 20, 30):
+            assert log.decide("k", 10, t).allowed
+        refused = log.decide("k", 2, 35)  # four in the window, two allowed: 20 must leave
+        assert not refused.allowed and refused.wait_seconds == 45
+
+    def test_an_unreachable_redis_lets_requests_through_and_is_left_alone(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("FTQ_BROKER_URL", "redis://127.0.0.1:9/0")  # discard: nobody there
+        reset_settings_cache()
+        monkeypatch.setattr(ratelimit, "_breaker", ratelimit._Breaker())
+        try:
+            first = ratelimit.hit("t", "k", 1)
+            assert first.allowed and not first.counted
+            assert ratelimit._breaker.is_open()  # the next calls skip Redis for a while
+            assert ratelimit.hit("t", "k", 1).allowed
+            monkeypatch.setattr(ratelimit, "_breaker", ratelimit._Breaker())
+            from_loop = asyncio.run(ratelimit.adecide("t:k", 1))  # the pre-check's path
+            assert from_loop.allowed and not from_loop.counted and ratelimit._breaker.is_open()
+        finally:
+            reset_settings_cache()
 
 
 @pytest.mark.usefixtures("db")
