@@ -2,7 +2,7 @@
 
 Every query is scoped by the caller's team: another team's endpoint or delivery raises
 ``NotFound`` exactly like a missing one. Services never commit (the unit of work does) and
-enqueue only through ``claim_due``, whose messages go out after the commit.
+wake a delivery pump only through ``delivery.wake``, whose message goes out after the commit.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from service.db import utcnow
 from service.errors import Conflict, InvalidRequest, NotFound
 from service.pagination import keyset_page
 from service.webhooks import events
-from service.webhooks.delivery import claim_due, new_delivery
+from service.webhooks.delivery import new_delivery, wake
 from service.webhooks.models import (
     AttemptTrigger,
     DeliveryStatus,
@@ -291,7 +291,7 @@ def replay(session: Session, team_id: str, endpoint_id: str, delivery_id: str) -
     _resend(delivery)
     session.add(delivery)
     session.flush()
-    claim_due(session, col(WebhookDelivery.id) == delivery.id)
+    wake()
     return delivery
 
 
@@ -322,11 +322,7 @@ def recover(session: Session, team_id: str, endpoint_id: str, since: int) -> dic
         session.add(delivery)
     session.flush()
     if deliveries:
-        claim_due(
-            session,
-            col(WebhookDelivery.id).in_([d.id for d in deliveries]),
-            limit=len(deliveries),
-        )
+        wake(len(deliveries))
     return {
         "object": "webhook_endpoint.recovery",
         "endpoint_id": endpoint.id,
@@ -358,7 +354,7 @@ def send_test(session: Session, team_id: str, endpoint_id: str) -> WebhookDelive
     )
     session.add(delivery)
     session.flush()
-    claim_due(session, col(WebhookDelivery.id) == delivery.id)
+    wake()
     return delivery
 
 

@@ -56,6 +56,21 @@ class WebhookSettings(BaseModel):
     # Minimum wait after a 429 or a timeout (Svix's OVERLOAD_PENALTY_SECS).
     overload_penalty_seconds: float = Field(default=60.0, ge=0)
 
+    # Delivery pumps (service/webhooks/pump.py). At most ``pumps`` run at once across all
+    # workers (each holds one worker slot while it runs), so a burst of deliveries never
+    # takes every slot from the job tasks that share the queue.
+    pumps: int = Field(default=2, ge=1)
+    # Sends one pump keeps in flight over its threads.
+    pump_threads: int = Field(default=16, ge=1)
+    # Deliveries leased by one claim statement.
+    claim_batch: int = Field(default=50, ge=1)
+    # A pump hands over (a fresh wake-up at the back of the queue) after this long, so a
+    # standing backlog shares the worker slots with the tasks queued behind it.
+    pump_seconds: float = Field(default=20.0, gt=0)
+    # Sends one pump keeps in flight to a single endpoint: a slow or dead endpoint ties up
+    # at most this many threads while the others' deliveries go on.
+    max_in_flight_per_endpoint: int = Field(default=4, ge=1)
+
     @field_validator(
         "allowed_networks",
         "allowed_schemes",

@@ -1,6 +1,6 @@
 """Fan-out, leases, sending and the endpoint service on a real (SQLite) database, in process,
 against real loopback receivers. Messages are captured instead of published, so each test
-drives ``deliver`` itself, exactly as a worker would with the same arguments."""
+runs the delivery pump itself for each wake-up, exactly as a worker would."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from service.config import get_settings, reset_settings_cache
 from service.db import dispose_engines, session_scope, utcnow
 from service.errors import Conflict, NotFound
 from service.tenants import service as tenants
-from service.webhooks import delivery
+from service.webhooks import delivery, pump
 from service.webhooks import service as webhooks
 from service.webhooks.models import (
     DeliveryStatus,
@@ -107,13 +107,23 @@ def _make_due(delivery_id: str) -> None:
 
 
 def _deliver_published(published: Published) -> list[str]:
-    """Run every captured ``webhooks.deliver`` message once, as a worker would."""
+    """Run a pump for every captured ``webhooks.deliver_due`` wake-up, as a worker would."""
     outcomes = []
     while published:
         name, args = published.pop(0)
-        assert name == "webhooks.deliver"
-        outcomes.append(delivery.deliver(*args))
+        assert (name, args) == ("webhooks.deliver_due", ())
+        outcomes += pump.run()
     return outcomes
+
+
+def _only_delivery_id() -> str:
+    with session_scope() as session:
+        (delivery_id,) = session.exec(select(WebhookDelivery.id)).all()
+        return delivery_id
+
+
+class _Rollback(Exception):
+    pass
 
 
 def test_fanout_signs_sends_once_and_is_idempotent(
@@ -130,12 +140,12 @@ def test_fanout_signs_sends_once_and_is_idempotent(
 
     assert delivery.fanout() == 1
     assert delivery.fanout() == 0  # the outbox row is dispatched
-    assert len(published) == 1
-    _name, (delivery_id, owner) = published[0]
-    assert delivery.deliver(delivery_id, owner) == "succeeded"
-    # A duplicated message (same owner, e.g. a broker redelivery) sends nothing more.
-    assert delivery.deliver(delivery_id, owner) == "not_ours"
-    published.clear()
+    assert published == [("webhooks.deliver_due", ())]
+    assert _deliver_published(published) == ["succeeded"]
+    # A duplicated wake-up (e.g. a broker redelivery) finds nothing left to send.
+    assert pump.run() == []
+    assert published == []
+    delivery_id = _only_delivery_id()
 
     assert [r.path for r in receiver.requests] == ["/hook"]
     request = receiver.requests[0]
@@ -158,18 +168,19 @@ def test_failures_follow_the_schedule_then_exhaust(
     endpoint_id, _ = _endpoint(team, receiver.url())
     _event(team, "fine_tuning.job.failed", "ftjob-2", 3)
     delivery.fanout()
-    (delivery_id, owner) = published.pop()[1]
+    delivery_id = _only_delivery_id()
 
     before = utcnow()
-    assert delivery.deliver(delivery_id, owner) == "retry_scheduled"
+    assert _deliver_published(published) == ["retry_scheduled"]
     row = _delivery(delivery_id)
     wait = (row.next_attempt_at - before).total_seconds()  # type: ignore[operator]
     assert 0.8 - 0.1 <= wait <= 1.2 + 0.5  # schedule[0] = 1 s, +-20% jitter
-    assert delivery.sweep() == []  # not due yet
+    assert delivery.sweep() == 0  # not due yet
+    assert published == []
 
     for expected in ("retry_scheduled", "failed"):
         _make_due(delivery_id)
-        assert delivery.sweep() == [delivery_id]
+        assert delivery.sweep() == 1
         assert _deliver_published(published) == [expected]
 
     row = _delivery(delivery_id)
@@ -266,9 +277,17 @@ def test_events_about_one_object_go_out_in_sequence_order(
         _event(team, f"fine_tuning.job.{status}", "ftjob-6", sequence)
     _event(team, "file.validated", "file-6", 1)
     delivery.fanout()
-    # The first job event and the (unrelated) file event go at once; the rest wait.
-    assert len(published) == 2
-    _deliver_published(published)  # each success releases the next one in line
+    # The first job event and the (unrelated) file event are due at once; the rest wait.
+    with pytest.raises(_Rollback), session_scope() as session:
+        claimed = pump.claim(session, "probe", 10)
+        assert sorted(json.loads(s.body)["data"]["id"] for s in claimed.sends) == [
+            "file-6",
+            "ftjob-6",
+        ]
+        assert [json.loads(s.body)["sequence"] for s in claimed.sends] == [1, 1]
+        raise _Rollback
+    # One pump sends them all: each recorded success makes the next one in line due.
+    assert _deliver_published(published) == ["succeeded"] * 4
     sequences = [json.loads(r.body)["sequence"] for r in receiver.requests if b"ftjob-6" in r.body]
     assert sequences == [1, 2, 3]
 
@@ -301,7 +320,7 @@ def test_replay_keeps_the_webhook_id_and_is_scoped_to_the_team(
     endpoint_id, _ = _endpoint(team, receiver.url())
     _event(team, "fine_tuning.job.queued", "ftjob-7", 1)
     delivery.fanout()
-    (delivery_id, _owner) = published[0][1]
+    delivery_id = _only_delivery_id()
     _deliver_published(published)
 
     with session_scope() as session, pytest.raises(NotFound):
