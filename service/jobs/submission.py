@@ -339,13 +339,16 @@ def _record_upstream(job_id: str, owner: str, upstream: UpstreamJob) -> bool:
             job.hyperparameters = upstream.hyperparameters
         ours = job.lease_owner == owner and job.stage == JobStage.tracking
         job.poll_interval_seconds = None
-        job.next_poll_at = utcnow()  # the sweeper polls it if the poll below does not run
-        session.add(job)
+        job.next_poll_at = utcnow()  # due now: the next sweep reads its status
         if ours:
             # The first sync (statuses, events, checkpoints, an ending already reached) runs
-            # as a poll under the same lease, on the polling workers: the submission's slot
-            # is free for the next create at once.
+            # as a poll on the polling workers, so this slot is free for the next create at
+            # once. The lease is let go rather than handed over: with polls backed up, the
+            # sweep still reads the job's status at its next pass (whichever comes first
+            # takes the lease; the other finds it taken and does nothing).
+            leases.clear(job)
             enqueue("jobs.poll", job_id, owner)
+        session.add(job)
         return ours
 
 
