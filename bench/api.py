@@ -176,11 +176,13 @@ async def raw_flood_client(
         writer.close()
 
 
-def flood_process(
-    api_url: str, flooder: dict[str, Any], clients: int, stop_at: float, out: Any
-) -> None:
+def flood_process(api_url: str, flooder: dict[str, Any], clients: int, pipe: Any) -> None:
+    """The flooder's process: says it is ready (imports done), then floods until the
+    ``stop_at`` it is sent and sends back what it saw."""
     url = urlsplit(api_url)
     seen: dict[str, Any] = {"accepted": [], "statuses": {}}
+    pipe.send("ready")
+    stop_at = pipe.recv()
 
     async def run_all() -> None:
         host, port = url.hostname or "127.0.0.1", url.port or 80
@@ -189,8 +191,8 @@ def flood_process(
         )
 
     asyncio.run(run_all())
-    out.send(seen)
-    out.close()
+    pipe.send(seen)
+    pipe.close()
 
 
 async def phase(
@@ -205,27 +207,30 @@ async def phase(
     samples: list[tuple[str, str, float, int]] = []
     health: list[float] = []
     flood: dict[str, Any] = {"accepted": [], "statuses": {}}
+    child = None
+    if flooder is not None and flooder_kind == "process":
+        pipe, child_end = multiprocessing.Pipe()
+        child = multiprocessing.get_context("spawn").Process(
+            target=flood_process, args=(api_url, flooder, flood_clients, child_end)
+        )
+        child.start()
+        assert await asyncio.to_thread(pipe.recv) == "ready"
     stop_at = time.time() + seconds
+    if child is not None:
+        pipe.send(stop_at)
     tasks = [
         client_loop(api_url, teams[i % len(teams)], stop_at, samples, "team")
         for i in range(clients)
     ]
-    child = None
     if flooder is not None and flooder_kind == "sdk":
         tasks += [
             client_loop(api_url, flooder, stop_at, samples, "flooder", FLOOD_MIX)
             for _ in range(flood_clients)
         ]
-    elif flooder is not None:
-        receive, send = multiprocessing.Pipe(duplex=False)
-        child = multiprocessing.get_context("spawn").Process(
-            target=flood_process, args=(api_url, flooder, flood_clients, stop_at, send)
-        )
-        child.start()
     tasks.append(health_loop(api_url, stop_at, health))
     await asyncio.gather(*tasks)
     if child is not None:
-        flood = await asyncio.to_thread(receive.recv)
+        flood = await asyncio.to_thread(pipe.recv)
         child.join()
     elif flooder is not None:  # the SDK flooder's answers are samples like the teams'
         for label, _op, _latency, status in samples:
