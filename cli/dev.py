@@ -55,9 +55,25 @@ def migrate(data_dir: Path | None) -> None:
 @main.command()
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
-def api(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="API processes on the one port (uvicorn --workers). More than one needs Redis as "
+    "the broker: the per-key rate limits are kept there, shared by every process.",
+)
+def api(host: str, port: int, workers: int) -> None:
     """Run the API server."""
-    os.execv(sys.executable, api_command(host, port))
+    command = api_command(host, port)
+    if workers > 1:
+        from service.config import get_settings
+
+        if not get_settings().resolved_broker_url.startswith(("redis://", "rediss://")):
+            # Without Redis each process would keep its own rate-limit counts: N x the limit.
+            raise click.UsageError("--workers above 1 needs FTQ_BROKER_URL=redis://...")
+        command += ["--workers", str(workers)]
+    os.execv(sys.executable, command)
 
 
 @main.command()
