@@ -46,7 +46,12 @@ from service.jobs.transitions import add_checkpoint, add_event
 from service.providers.local.contract import TrainingProcessFailed
 from service.providers.local.naming import fine_tuned_model_name
 from service.providers.local.requests import LOCAL_METHOD_TYPES, training_method
-from service.providers.local.spec import check_resources
+from service.providers.local.spec import (
+    ResourcesError,
+    StrategyRequest,
+    check_resources,
+    resources_from_job,
+)
 from service.providers.local.trainer import TrainingCallbacks
 from service.tenants.models import Team
 
@@ -126,8 +131,8 @@ def check_request(request: CreateJobInput, settings: Settings | None = None) -> 
         ) from exc
     try:
         check_resources(request.resources, local)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="resources", code="invalid_resources") from exc
+    except ResourcesError as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code="invalid_resources") from exc
 
 
 # Submission and cancel ----------------------------------------------------------------------
@@ -211,6 +216,7 @@ class Claim:
     seed: int
     attempts: int
     processes: int = 1
+    strategy: StrategyRequest = "auto"
 
 
 def output_dir(job_id: str, settings: Settings | None = None) -> Path:
@@ -265,6 +271,7 @@ def claim(job_id: str, owner: str) -> Claim | None:
             job.model, team.name if team else job.team_id, job.suffix, job.id
         )
         lifecycle.move(session, job, "start_training")
+        resources = resources_from_job(job.resources)
         return Claim(
             job_id=job.id,
             model=job.model,
@@ -275,7 +282,8 @@ def claim(job_id: str, owner: str) -> Claim | None:
             hyperparameters=job.hyperparameters,
             seed=job.seed,
             attempts=job.attempts,
-            processes=int((job.resources or {}).get("processes", 1)),
+            processes=resources.processes,
+            strategy=resources.strategy,
         )
 
 
@@ -473,6 +481,7 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
             seed=claimed.seed,
             output_dir=output_dir(job_id, settings),
             processes=claimed.processes,
+            strategy=claimed.strategy,
         ).model_copy(update={"checkpoint_each_epoch": settings.local.checkpoint_each_epoch})
     except UnknownBaseModel as exc:
         _fail(job_id, owner, failures.MODEL_UNAVAILABLE, f"Base model unavailable: {exc}.", "model")
@@ -492,7 +501,10 @@ def _train(claimed: Claim, owner: str, settings: Settings, heartbeat: leases.Hea
                 data={"resumed_from_step": resume_step},
             )
         else:
-            add_event(session, job, f"Training started ({method.type}) on a local worker.")
+            where = "a local worker"
+            if spec.processes > 1:
+                where += f" ({spec.processes} processes, strategy {spec.strategy})"
+            add_event(session, job, f"Training started ({method.type}) on {where}.")
     callbacks = JobCallbacks(claimed, owner, heartbeat)
     try:
         result = train(spec, claimed.training_file, claimed.validation_file, callbacks)

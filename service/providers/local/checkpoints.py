@@ -90,8 +90,15 @@ def trainable_state(model: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(
-    checkpoints_dir: Path, model: Any, optimizer: Any, scheduler: Any, state: TrainerState
+    checkpoints_dir: Path,
+    weights: dict[str, Any],
+    optimizer_state: dict[str, Any],
+    scheduler: Any,
+    state: TrainerState,
 ) -> Path:
+    """Write one checkpoint: ``weights`` the trainable tensors by parameter name,
+    ``optimizer_state`` as ``optimizer.state_dict()`` of one process (``sharding`` gathers
+    both whatever the strategy)."""
     import torch
     from safetensors.torch import save_file
 
@@ -100,8 +107,8 @@ def save_checkpoint(
     tmp = checkpoints_dir / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    save_file(weights, str(tmp / WEIGHTS_FILE))
+    torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
     torch.save(_rng_state(), tmp / RNG_FILE)
     _write_json(tmp / STATE_FILE, asdict(state))
@@ -113,9 +120,19 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(
-    path: Path, model: Any, optimizer: Any, scheduler: Any, fingerprint: dict[str, Any]
-) -> TrainerState:
+@dataclass
+class SavedCheckpoint:
+    """A checkpoint read back whole, on CPU, for any placement to load."""
+
+    state: TrainerState
+    weights: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+
+
+def read_checkpoint(path: Path, model: Any, fingerprint: dict[str, Any]) -> SavedCheckpoint:
+    """Read ``path`` after checking it belongs to this run and this model's trainable set."""
     import torch
     from safetensors.torch import load_file
 
@@ -126,18 +143,16 @@ def load_checkpoint(
             f"({state.fingerprint} != {fingerprint}); clear the output directory to restart"
         )
     weights = load_file(str(path / WEIGHTS_FILE))
-    parameters = dict(model.named_parameters())
-    expected = {name for name, p in parameters.items() if p.requires_grad}
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
     if set(weights) != expected:
         raise CheckpointMismatch(f"{path}: trainable parameters differ from the model's")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            parameters[name].copy_(tensor)
-    device = next(model.parameters()).device
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location=device))
-    scheduler.load_state_dict(torch.load(path / SCHEDULER_FILE))
-    _restore_rng_state(torch.load(path / RNG_FILE))
-    return state
+    return SavedCheckpoint(
+        state=state,
+        weights=weights,
+        optimizer=torch.load(path / OPTIMIZER_FILE, map_location="cpu"),
+        scheduler=torch.load(path / SCHEDULER_FILE),
+        rng=torch.load(path / RNG_FILE),
+    )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -150,7 +165,7 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
-def _restore_rng_state(saved: dict[str, Any]) -> None:
+def restore_rng_state(saved: dict[str, Any]) -> None:
     import torch
 
     random.setstate(saved["python"])

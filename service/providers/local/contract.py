@@ -63,6 +63,8 @@ class TrainingResult:
     final_dir: Path
     first_train_loss: float
     resumed_from_step: int | None = None
+    # How the ranks held the model: "single" (one process), "ddp" or "fsdp".
+    strategy: str = "single"
 
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)

@@ -102,7 +102,13 @@ def main(launch_file: Path) -> int:
     cuda = resolve_device(spec.device).type == "cuda"
     torch_dist.init_process_group(backend="nccl" if cuda else "gloo")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    ranks = Ranks(rank=rank, world=world, local_rank=local_rank, device=device)
+    ranks = Ranks(
+        rank=rank,
+        world=world,
+        local_rank=local_rank,
+        device=device,
+        local_world=int(os.environ.get("LOCAL_WORLD_SIZE", world)),
+    )
     same_host = launch.get("parent_host") == socket.gethostname()
     callbacks = RankCallbacks(files, rank, int(launch["parent_pid"]) if same_host else None)
     validation = launch.get("validation_file")

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from service.providers.local.settings import LocalTrainingSettings
 
 Auto = Literal["auto"]
+Strategy = Literal["ddp", "fsdp"]
+StrategyRequest = Literal["auto", "ddp", "fsdp"]
+STRATEGIES: tuple[str, ...] = ("auto", "ddp", "fsdp")
 
 
 class _Frozen(BaseModel):
@@ -209,6 +212,11 @@ class TrainingSpec(_Frozen):
     # > 1: torchrun launches this many ranks (see distributed.py); the global batch stays
     # ``batch_size``, split across ranks, so the loss curve does not depend on it.
     processes: int = Field(default=1, ge=1, le=64)
+    # How several processes share the model: "ddp" replicates it on every rank, "fsdp" shards
+    # weights, gradients and optimizer state across ranks (FSDP2), "auto" picks FSDP when the
+    # replicated estimate does not fit one device (``sharding.choose_strategy``). Ignored on
+    # one process. Checkpoints and results have one format whatever the strategy.
+    strategy: StrategyRequest = "auto"
     gradient_checkpointing: bool = False
     packing: bool = True
 
@@ -229,9 +237,11 @@ class TrainingSpec(_Frozen):
         seed: int,
         output_dir: Path,
         processes: int = 1,
+        strategy: StrategyRequest = "auto",
     ) -> TrainingSpec:
         """A spec whose run options (threads, cadences, rates, device, distribution) come from
-        settings; ``processes`` from the job's ``resources`` (see ``check_resources``)."""
+        settings; ``processes`` and ``strategy`` from the job's ``resources`` (see
+        ``check_resources``)."""
         if processes > settings.max_processes:
             raise ValueError(
                 f"resources.processes={processes} exceeds this worker's limit "
@@ -252,6 +262,7 @@ class TrainingSpec(_Frozen):
             torch_threads=settings.torch_threads,
             device=settings.device,
             processes=processes,
+            strategy=strategy,
             gradient_checkpointing=settings.gradient_checkpointing,
             packing=settings.packing,
         )
@@ -298,25 +309,73 @@ def method_from_job(
     return spec_method, Hyperparameters(**hyper)
 
 
-def check_resources(resources: dict[str, Any] | None, settings: LocalTrainingSettings) -> int:
-    """The number of processes a job's ``resources`` asks for, checked against the worker
-    limit (``FTQ_LOCAL__MAX_PROCESSES``). Raises ValueError with a message for a 400."""
+class Resources(_Frozen):
+    """What a job asks of the training worker: processes, and how they share the model."""
+
+    processes: int = 1
+    strategy: StrategyRequest = "auto"
+
+
+class ResourcesError(ValueError):
+    """A ``resources`` field a worker cannot honour; ``param`` names it for the 400."""
+
+    def __init__(self, message: str, param: str = "resources") -> None:
+        super().__init__(message)
+        self.param = param
+
+
+RESOURCE_FIELDS = ("processes", "strategy")
+
+
+def check_resources(resources: dict[str, Any] | None, settings: LocalTrainingSettings) -> Resources:
+    """A job's ``resources`` (``{"processes": N, "strategy": "auto" | "ddp" | "fsdp"}``),
+    checked against the worker limit (``FTQ_LOCAL__MAX_PROCESSES``). Raises ResourcesError
+    with a message and the offending field for a 400."""
     if resources is None:
-        return 1
+        return Resources()
     if not isinstance(resources, dict):
-        raise ValueError('resources must be an object such as {"processes": 2}')
-    unknown = sorted(set(resources) - {"processes"})
+        raise ResourcesError(
+            'resources must be an object such as {"processes": 2, "strategy": "auto"}'
+        )
+    unknown = sorted(set(resources) - set(RESOURCE_FIELDS))
     if unknown:
-        raise ValueError(f"unknown resources field(s): {', '.join(unknown)} (known: processes)")
+        raise ResourcesError(
+            f"unknown resources field(s): {', '.join(unknown)} "
+            f"(known: {', '.join(RESOURCE_FIELDS)})"
+        )
     processes = resources.get("processes", 1)
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError("resources.processes must be a positive integer")
-    if processes > settings.max_processes:
-        raise ValueError(
-            f"resources.processes={processes} exceeds the limit of this deployment's training "
-            f"workers ({settings.max_processes}; FTQ_LOCAL__MAX_PROCESSES)"
+        raise ResourcesError(
+            "resources.processes must be a positive integer", "resources.processes"
         )
-    return processes
+    if processes > settings.max_processes:
+        raise ResourcesError(
+            f"resources.processes={processes} exceeds the limit of this deployment's training "
+            f"workers ({settings.max_processes}; FTQ_LOCAL__MAX_PROCESSES)",
+            "resources.processes",
+        )
+    strategy = resources.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise ResourcesError(
+            f"resources.strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}",
+            "resources.strategy",
+        )
+    if strategy == "fsdp" and processes < 2:
+        # Sharding over one process shards nothing: say so rather than run something else.
+        raise ResourcesError(
+            "resources.strategy 'fsdp' shards the model across processes: it needs "
+            "resources.processes of 2 or more",
+            "resources.strategy",
+        )
+    return Resources(processes=processes, strategy=strategy)
+
+
+def resources_from_job(resources: dict[str, Any] | None) -> Resources:
+    """A stored job's resources (checked at create; the limit is the worker's to enforce)."""
+    stored = resources or {}
+    return Resources(
+        processes=int(stored.get("processes", 1)), strategy=stored.get("strategy", "auto")
+    )
 
 
 __all__ = [
@@ -325,8 +384,11 @@ __all__ = [
     "FullMethod",
     "Hyperparameters",
     "LoraMethod",
+    "Resources",
+    "ResourcesError",
     "TrainingSpec",
     "ValidationError",
     "check_resources",
     "method_from_job",
+    "resources_from_job",
 ]

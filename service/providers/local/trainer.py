@@ -51,6 +51,7 @@ from service.providers.local.models import (
     resolve_base_model,
     resolve_device,
 )
+from service.providers.local.sharding import Placement
 from service.providers.local.spec import (
     DpoMethod,
     ResolvedHyperparameters,
@@ -108,6 +109,7 @@ class Ranks:
     world: int = 1
     local_rank: int = 0
     device: Any = None  # where collectives' tensors live (cuda for NCCL, cpu for gloo)
+    local_world: int = 1  # ranks on this host
 
     @property
     def is_main(self) -> bool:
@@ -122,6 +124,17 @@ class Ranks:
 
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         torch_dist.all_reduce(tensor)
+        return tensor.tolist()
+
+    def minimum(self, values: list[float]) -> list[float]:
+        """Element-wise minimum over ranks (so every rank takes the same decision)."""
+        if self.world == 1:
+            return values
+        import torch
+        import torch.distributed as torch_dist
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MIN)
         return tensor.tolist()
 
     def barrier(self) -> None:
@@ -290,7 +303,8 @@ def run_loop(
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_method(model, spec.method)
-    model.to(device)
+    placement = _placement(spec, model, ranks, device)
+    model = placement.place(model)  # on the device: whole, or this rank's shard
     # The reference (DPO) is the model as it is now: the base, adapters still zero.
     if isinstance(objective, Preference):
         objective.prepare(model, hp.batch_size)
@@ -299,6 +313,7 @@ def run_loop(
     objective.probe_packing(model, objective.dataset.examples[: hp.batch_size])
     if valid is not None:
         valid.packing = objective.packing
+    placement.settle(model)  # the optimizer must hold the parameters that train
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     peak_lr = spec.learning_rate_base * hp.learning_rate_multiplier
@@ -318,11 +333,16 @@ def run_loop(
     resumed_from: int | None = None
     latest = ckpt.latest_checkpoint(checkpoints_dir)
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, model, optimizer, scheduler, fingerprint)
-        resumed_from = state.step
+        # The whole checkpoint on every rank; a sharded placement keeps its shard of it.
+        saved = ckpt.read_checkpoint(latest, model, fingerprint)
+        placement.load_weights(model, saved.weights)
+        placement.load_optimizer(model, optimizer, saved.optimizer)
+        scheduler.load_state_dict(saved.scheduler)
+        ckpt.restore_rng_state(saved.rng)
+        state, resumed_from = saved.state, saved.state.step
 
     trained = model  # what checkpoints and final/ save: never the DDP wrapper
-    model = _wrap(model, ranks, device)
+    model = placement.wrap(model)
     autocast = _autocast(device)
     progress = _Progress()
     for step in range(state.step + 1, total_steps + 1):
@@ -371,12 +391,20 @@ def run_loop(
             progress.pending_losses.clear()
             callbacks.on_step(step, total_steps, state.last_train_loss, learning_rate, state.tokens)
         if valid is not None and (step % spec.eval_every_steps == 0 or last_step):
-            state.last_valid_loss = _evaluate(trained, valid, hp.batch_size, ranks, autocast)
+            state.last_valid_loss = _evaluate(
+                trained, valid, hp.batch_size, ranks, autocast, placement.lockstep
+            )
+            placement.settle(trained)
             callbacks.on_eval(step, state.last_valid_loss)
         epoch_end = spec.checkpoint_each_epoch and step % per_epoch == 0
         if step % spec.checkpoint_every_steps == 0 or epoch_end:
-            if ranks.is_main:
-                path = ckpt.save_checkpoint(checkpoints_dir, trained, optimizer, scheduler, state)
+            # Gathered whole to rank 0 (a collective under FSDP), in one format for all.
+            weights = placement.gather_weights(trained)
+            optimizer_state = placement.gather_optimizer(trained, optimizer)
+            if weights is not None and optimizer_state is not None:  # rank 0
+                path = ckpt.save_checkpoint(
+                    checkpoints_dir, weights, optimizer_state, scheduler, state
+                )
                 callbacks.on_checkpoint(step, path, _metrics(state))
                 if ranks.world == 1:  # a multi-process run's parent prunes after copying
                     ckpt.prune_checkpoints(checkpoints_dir, spec.keep_checkpoints)
@@ -392,20 +420,41 @@ def run_loop(
         final_dir=final_dir,
         first_train_loss=state.first_train_loss,
         resumed_from_step=resumed_from,
+        strategy=placement.name,
     )
+    counts = count_parameters(trained)
+    whole = placement.final_state_dict(trained, trains_adapter(spec.method))
     if ranks.is_main:
-        _save_final(spec, hp, trained, tokenizer, result, count_parameters(trained))
+        _save_final(spec, hp, trained, tokenizer, result, counts, whole)
     ranks.barrier()
     return result
 
 
-def _wrap(model: Any, ranks: Ranks, device: Any) -> Any:
-    if ranks.world == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
+def _placement(spec: TrainingSpec, model: Any, ranks: Ranks, device: Any) -> Placement:
+    """Replicated on one process; on several, the spec's strategy with "auto" decided from
+    the model's size and the smallest device among the ranks (so all decide alike)."""
+    from service.providers.local.sharding import (
+        choose_strategy,
+        device_memory_bytes,
+        estimate_bytes,
+        placement,
+    )
 
-    device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    if ranks.world == 1:
+        return placement("ddp", device, 1, True)
+    trainable, total = count_parameters(model)
+    memory = int(ranks.minimum([float(device_memory_bytes(device, ranks.local_world))])[0])
+    strategy = choose_strategy(spec.strategy, trainable, total, memory, ranks.world)
+    if ranks.is_main:
+        log.info(
+            "local_training_strategy",
+            requested=spec.strategy,
+            strategy=strategy,
+            replicated_bytes=estimate_bytes(trainable, total, ranks.world, "ddp"),
+            sharded_bytes=estimate_bytes(trainable, total, ranks.world, "fsdp"),
+            device_bytes=memory,
+        )
+    return placement(strategy, device, ranks.world, ranks.is_main)
 
 
 def _rank_device(requested: str, ranks: Ranks) -> Any:
@@ -419,10 +468,16 @@ def _rank_device(requested: str, ranks: Ranks) -> Any:
 
 
 def _evaluate(
-    model: Any, objective: Objective, batch_size: int, ranks: Ranks, autocast: Any
+    model: Any,
+    objective: Objective,
+    batch_size: int,
+    ranks: Ranks,
+    autocast: Any,
+    lockstep: bool = False,
 ) -> float:
     """Mean loss per scored token (per pair for DPO) over the whole validation set, each rank
-    scoring its share."""
+    scoring its share. ``lockstep`` (FSDP: each forward is a collective): every rank runs as
+    many forwards as the rank with the largest share, padding with zero-weighted ones."""
     import torch
 
     model.eval()
@@ -430,14 +485,18 @@ def _evaluate(
     count_total = 0.0
     examples = objective.dataset.examples
     mine = ranks.shard(list(range(len(examples))))
+    largest_share = math.ceil(len(examples) / ranks.world)
+    batches = math.ceil((largest_share if lockstep else len(mine)) / batch_size)
     with torch.no_grad(), autocast:
-        for start in range(0, len(mine), batch_size):
+        for start in range(0, batches * batch_size, batch_size):
             indices = mine[start : start + batch_size]
             items = [examples[i] for i in indices]
-            count = objective.count(items, indices)
+            count = objective.count(items, indices) if items else 0
             if count:
                 loss_total += float(objective.loss_sum(model, items, indices))
                 count_total += count
+            elif lockstep and examples:
+                objective.loss_sum(model, [examples[0]], [0])
     model.train()
     loss_total, count_total = ranks.sum([loss_total, count_total])
     return loss_total / max(1.0, count_total)
@@ -525,17 +584,21 @@ def _save_final(
     tokenizer: Any,
     result: TrainingResult,
     parameter_counts: tuple[int, int],
+    state_dict: dict[str, Any] | None = None,
 ) -> None:
+    """Write ``final/`` (rank 0). ``state_dict``: the whole model gathered from its shards;
+    None when the model on this process is whole."""
     final_dir = result.final_dir
     tmp = final_dir.with_name(f".tmp-final-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     adapter = trains_adapter(spec.method)
+    gathered = {} if state_dict is None else {"state_dict": state_dict}
     if adapter:
         # The head is a LoRA target, not a retrained embedding: without this peft would copy
         # the whole (unchanged) head into the adapter.
-        model.save_pretrained(tmp, save_embedding_layers=False)
+        model.save_pretrained(tmp, save_embedding_layers=False, **gathered)
     else:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **gathered)
     tokenizer.save_pretrained(tmp)
     info = {
         "format": "ftq-local-v1",
@@ -547,6 +610,7 @@ def _save_final(
         "trainable_parameters": parameter_counts[0],
         "total_parameters": parameter_counts[1],
         "processes": spec.processes,
+        "strategy": result.strategy,
     }
     (tmp / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
     # result.json last: its presence marks a complete final directory.

@@ -67,6 +67,8 @@ def test_request_extension_round_trips_through_the_schema():
             "invalid_method",
             "method",
         ),
+        ({"resources": {"strategy": "zero3"}}, "invalid_resources", "resources.strategy"),
+        ({"resources": {"processes": 2}}, "invalid_resources", "resources.processes"),
     ],
 )
 def test_what_a_worker_would_refuse_is_refused_at_create(fields, code, param):

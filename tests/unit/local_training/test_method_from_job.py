@@ -9,10 +9,13 @@ from service.providers.local.spec import (
     DpoMethod,
     FullMethod,
     LoraMethod,
+    Resources,
+    ResourcesError,
     TrainingSpec,
     check_resources,
     method_from_job,
     rate_key,
+    resources_from_job,
     trains_adapter,
 )
 
@@ -67,9 +70,9 @@ def test_bad_methods_raise_value_errors(method):
 
 def test_resources_are_checked_against_the_worker_limit():
     settings = LocalTrainingSettings(max_processes=4)
-    assert check_resources(None, settings) == 1
-    assert check_resources({}, settings) == 1
-    assert check_resources({"processes": 4}, settings) == 4
+    assert check_resources(None, settings) == Resources(processes=1, strategy="auto")
+    assert check_resources({}, settings).processes == 1
+    assert check_resources({"processes": 4}, settings).processes == 4
     with pytest.raises(ValueError, match="exceeds"):
         check_resources({"processes": 5}, settings)
     with pytest.raises(ValueError, match="MAX_PROCESSES"):
@@ -77,6 +80,28 @@ def test_resources_are_checked_against_the_worker_limit():
     for bad in ({"processes": 0}, {"processes": "2"}, {"processes": True}, {"gpus": 1}, [2]):
         with pytest.raises(ValueError):
             check_resources(bad, settings)  # type: ignore[arg-type]
+
+
+def test_the_strategy_is_one_of_auto_ddp_fsdp():
+    settings = LocalTrainingSettings(max_processes=4)
+    for strategy in ("auto", "ddp", "fsdp"):
+        assert check_resources({"processes": 2, "strategy": strategy}, settings) == Resources(
+            processes=2, strategy=strategy
+        )
+    for bad in ("FSDP", "zero3", "", 2, None, ["fsdp"]):
+        with pytest.raises(ResourcesError, match="auto, ddp, fsdp") as refused:
+            check_resources({"processes": 2, "strategy": bad}, settings)
+        assert refused.value.param == "resources.strategy"
+    # Sharding over one process shards nothing: refused rather than silently not done.
+    with pytest.raises(ResourcesError, match="2 or more") as one:
+        check_resources({"strategy": "fsdp"}, settings)
+    assert one.value.param == "resources.strategy"
+    assert check_resources({"strategy": "ddp"}, settings) == Resources(strategy="ddp")
+    # What the worker reads back from the stored request.
+    assert resources_from_job({"processes": 2, "strategy": "fsdp"}) == Resources(
+        processes=2, strategy="fsdp"
+    )
+    assert resources_from_job(None) == Resources()
 
 
 def test_spec_from_settings_carries_the_run_options(tmp_path):
