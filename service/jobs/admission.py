@@ -66,17 +66,18 @@ def _convert_for_chat(session: Session, job: FineTuningJob, training: File) -> N
     session.add(training)
 
 
-def admit(job_id: str) -> bool:
-    """Run the gate; True when the calling submit task should start the job itself now."""
+def admit(job_id: str) -> str | None:
+    """Run the gate; the job's provider when the calling submit task should start the job
+    itself now, else None."""
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id, with_for_update=True)
         if job is None or job.stage in _PAST_ADMISSION:
-            return False
+            return None
         if job.stage in (JobStage.uploading, JobStage.creating):
-            return True  # a started submission resumes where it stopped
+            return job.provider  # a started submission resumes where it stopped
         if job.cancel_requested:
             lifecycle.cancel(session, job, "Job cancelled before it reached the provider.")
-            return False
+            return None
         runner = runner_for(job.provider)
         files = [
             f
@@ -95,7 +96,7 @@ def admit(job_id: str) -> bool:
                     "await_reports",
                     message=f"Waiting for the pre-flight report of {pending[0].id}.",
                 )
-            return False
+            return None
         blocked = [f for f in files if f.verdict == "block"]
         if blocked:
             record = blocked[0]
@@ -112,7 +113,7 @@ def admit(job_id: str) -> bool:
                     else "validation_file",
                 ),
             )
-            return False
+            return None
         training = files[0]
         # Reports that arrived after the create: a format that does not fit the model or
         # method fails here (data_format), instead of upstream.
@@ -129,7 +130,7 @@ def admit(job_id: str) -> bool:
                 job,
                 failures.job_error(failures.DATA_FORMAT, misfit.message, param=misfit.param),
             )
-            return False
+            return None
         if job.estimated_cost_usd is None:
             # The report arrived after the create: the budget hold is taken now.
             estimate = runner.estimate_cost(training, job)
@@ -142,7 +143,7 @@ def admit(job_id: str) -> bool:
                         job,
                         {"code": "budget_exceeded", "message": refused.message, "param": None},
                     )
-                    return False
+                    return None
         if (
             training.format == "prompt_completion"
             and is_chat_model(job.model)
@@ -156,18 +157,14 @@ def admit(job_id: str) -> bool:
                 job,
                 "Waiting in ftq's queue: the team or provider account is at its limit.",
             )
-            return False
+            return None
         # Taking the slot now, under the account lock, so concurrent admissions count it.
         capacity.take_slot(session, job, inline=True)
-        return True
+        return job.provider
 
 
 def submit(job_id: str, owner: str) -> None:
     """The submit task: admission, then the job's runner; safe to run any number of times."""
-    if not admit(job_id):
-        return
-    with session_scope() as session:
-        job = session.get(FineTuningJob, job_id)
-        provider = job.provider if job is not None else None
+    provider = admit(job_id)
     if provider is not None:
         runner_for(provider).start(job_id, owner)

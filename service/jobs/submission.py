@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from service import leases
 from service.config import get_settings
@@ -67,9 +67,12 @@ class _UploadInFlight(Exception):
 @dataclass(frozen=True)
 class Claimed:
     job_id: str
-    stage: str
+    stage: str  # the stage the job was in when claimed (before any move in the claim)
     attempts: int
     account: str
+    # Set when the claim itself moved the job to ``creating`` (every upload already known):
+    # the create to send, built from the row the claim read.
+    request: CreateJobRequest | None = None
 
 
 def upload_marker(sha256: str) -> str:
@@ -106,7 +109,54 @@ def claim_for_submission(job_id: str, owner: str) -> Claimed | None:
                 message="Submission abandoned after repeated worker failures.",
             )
             return None
-        return Claimed(job.id, job.stage, job.attempts, job.account)
+        stage = job.stage
+        request = None
+        if stage == JobStage.uploading and _uploads_known(session, job):
+            # The usual case (the same data submitted again): nothing to upload, so the
+            # job moves to ``creating`` in this same transaction, committed before the
+            # create as always, and the create is built from the row already read.
+            lifecycle.move(
+                session,
+                job,
+                "begin_create",
+                message=f"Training file already at the provider as "
+                f"{job.upstream_training_file_id}.",
+            )
+            request = _create_request(job)
+        return Claimed(job.id, stage, job.attempts, job.account, request)
+
+
+def _uploads_known(session: Session, job: FineTuningJob) -> bool:
+    """Fill in the job's upstream file ids when the provider already has every one of its
+    files (by content hash); False when one still has to be uploaded."""
+    file_ids = [job.converted_training_file_id or job.training_file_id, job.validation_file_id]
+    wanted = [file_id for file_id in file_ids if file_id]
+    rows = session.execute(
+        sa.select(col(File.id), col(ProviderFile.upstream_file_id))
+        .join(ProviderFile, col(ProviderFile.sha256) == col(File.sha256))
+        .where(col(File.id).in_(wanted), col(ProviderFile.account) == job.account)
+    ).all()
+    known = {file_id: upstream for file_id, upstream in rows if upstream}
+    if any(file_id not in known for file_id in wanted):
+        return False
+    job.upstream_training_file_id = known[wanted[0]]
+    job.upstream_validation_file_id = known.get(job.validation_file_id or "")
+    return True
+
+
+def _create_request(job: FineTuningJob) -> CreateJobRequest:
+    return CreateJobRequest(
+        ftq_job_id=job.id,
+        model=job.model,
+        training_file=job.upstream_training_file_id or "",
+        validation_file=job.upstream_validation_file_id,
+        method=job.method,
+        hyperparameters=None if job.method else job.hyperparameters,
+        suffix=job.suffix,
+        seed=job.seed,
+        metadata=poll_groups.tagged_metadata(job.id, dict(job.user_metadata or {})),
+        integrations=job.integrations,
+    )
 
 
 def _fail(job_id: str, owner: str, error: ProviderError, what: str) -> None:
@@ -255,21 +305,12 @@ def _upload_files(claim: Claimed, owner: str, provider: FineTuningProvider) -> b
 
 
 def _create_upstream(claim: Claimed, owner: str, provider: FineTuningProvider) -> UpstreamJob:
-    with session_scope() as session:
-        job = session.get(FineTuningJob, claim.job_id)
-        assert job is not None
-        request = CreateJobRequest(
-            ftq_job_id=job.id,
-            model=job.model,
-            training_file=job.upstream_training_file_id or "",
-            validation_file=job.upstream_validation_file_id,
-            method=job.method,
-            hyperparameters=None if job.method else job.hyperparameters,
-            suffix=job.suffix,
-            seed=job.seed,
-            metadata=poll_groups.tagged_metadata(job.id, dict(job.user_metadata or {})),
-            integrations=job.integrations,
-        )
+    request = claim.request
+    if request is None:
+        with session_scope() as session:
+            job = session.get(FineTuningJob, claim.job_id)
+            assert job is not None
+            request = _create_request(job)
     # The lookup is skipped only on a first attempt that moved to "creating" itself: a create
     # can only ever have been sent from that stage, committed before the call.
     first_try = claim.attempts == 1 and claim.stage != JobStage.creating
@@ -385,7 +426,11 @@ def start(job_id: str, owner: str) -> None:
         return
     what = "Upload"
     try:
-        uploading = claim.stage in (JobStage.pending, JobStage.validating, JobStage.uploading)
+        uploading = claim.request is None and claim.stage in (
+            JobStage.pending,
+            JobStage.validating,
+            JobStage.uploading,
+        )
         if uploading and not _upload_files(claim, owner, provider):
             return
         what = "Job creation"
