@@ -21,7 +21,9 @@ small machine the load generator's own CPU for thousands of refused calls a seco
 charged to the teams being measured; ``--flooder sdk`` runs it as AsyncOpenAI clients in
 the measuring process instead (how the first figures were taken).
 
-Baseline, same run: the quiet phase is the reference for the flooded one; ``GET /healthz``
+Baseline, same run: the quiet phase (half of it before the flood, half after, so that load
+from elsewhere on the machine drifting during the run weighs on both) is the reference for
+the flooded one; ``GET /healthz``
 (no auth, no database) measured under the same load shows what the process itself costs.
 """
 
@@ -330,13 +332,25 @@ def run(
             limits.set_overrides(session, flooder["id"], {"requests_per_minute": flood_rpm})
 
         stack.db(limit)
-        quiet, quiet_health, _ = asyncio.run(phase(stack.api_url, teams, clients, seconds, None, 0))
+        # Half the quiet phase before the flood, half after: other load on the machine that
+        # drifts during the run weighs on the baseline as on the flooded phase.
+        before, before_health, _ = asyncio.run(
+            phase(stack.api_url, teams, clients, seconds / 2, None, 0)
+        )
         flooded, flooded_health, flood = asyncio.run(
             phase(stack.api_url, teams, clients, seconds, flooder, flood_clients, flooder_kind)
         )
+        after, after_health, _ = asyncio.run(
+            phase(stack.api_url, teams, clients, seconds / 2, None, 0)
+        )
+        quiet, quiet_health = before + after, before_health + after_health
         accepted = flood["accepted"]
         return {
             "layout": {"api_workers": api_workers, "flooder": flooder_kind},
+            "quiet_halves_p99_ms": [
+                summarize(before, seconds / 2)["all"]["p99_ms"],
+                summarize(after, seconds / 2)["all"]["p99_ms"],
+            ],
             "quiet": summarize(quiet, seconds),
             "flooded": summarize(flooded, seconds),
             "health_p99_ms": {
@@ -380,6 +394,8 @@ def main() -> None:
         args.flooder,
     )
     print(f"layout: {args.api_workers} API process(es), flooder: {args.flooder}")
+    halves = result["quiet_halves_p99_ms"]
+    print(f"quiet p99 before the flood {halves[0]:.0f} ms, after it {halves[1]:.0f} ms")
     for name in ("quiet", "flooded"):
         print(f"{name}:")
         for route, row in result[name].items():
