@@ -297,7 +297,7 @@ class ChunkScanner:
         # Cached: strings that repeat (system prompts, templates, roles). Assistant replies
         # are nearly always distinct, so they skip the cache's hashing and eviction.
         self._count = counter.count
-        self._count_once = counter.count_uncached
+        self._count_many = counter.count_many
         self._role_tokens = {
             role: TOKENS_PER_MESSAGE + counter.count(role) for role in _PLAIN_ROLES
         }
@@ -305,6 +305,13 @@ class ChunkScanner:
         self._tokens = array("I")
         self._assistant = array("I")
         self._n_messages = array("I")
+        self._token_lines = array("I")
+        # Content that rarely repeats (user and assistant messages, prompts, completions) is
+        # counted per chunk in one batch (batch_count.py): the text, the index of its example
+        # in _tokens, and whether it counts as assistant (output) tokens.
+        self._deferred: list[str] = []
+        self._deferred_owner = array("I")
+        self._deferred_assistant = array("B")
         self._records = array("Q")
         self._cap = config.findings_cap
         self._assistant_tokens = 0
@@ -343,9 +350,37 @@ class ChunkScanner:
             self.scan_line(index, raw)
         self.result.records = self._records.tobytes()
         self.result.legacy.flush()
-        self.result.tokens_hist.update(self._tokens)
-        self.result.assistant_hist.update(self._assistant)
+        self._finish_tokens()
         self.result.messages_hist.update(self._n_messages)
+
+    def _finish_tokens(self) -> None:
+        """Adds the deferred counts to their examples; flags the examples over the limit."""
+        import numpy as np
+
+        tokens = np.array(self._tokens, dtype=np.int64)
+        assistant = np.array(self._assistant, dtype=np.int64)
+        if self._deferred:
+            counts = self._count_many(self._deferred)
+            owner = np.frombuffer(self._deferred_owner, dtype=np.uint32)
+            weights = np.frombuffer(self._deferred_assistant, dtype=np.uint8).astype(bool)
+            # Float sums of integers below 2**53 are exact.
+            tokens += np.bincount(owner, counts, len(tokens)).astype(np.int64)
+            assistant += np.bincount(owner[weights], counts[weights], len(tokens)).astype(np.int64)
+        limit = self.config.context_limit
+        for index in np.flatnonzero(tokens > limit).tolist():
+            self.emit(
+                self._token_lines[index],
+                "too_long",
+                f"{tokens[index]} tokens; the model trains on at most {limit}, "
+                "the rest is truncated.",
+            )
+        self.result.tokens_hist.update(tokens.tolist())
+        self.result.assistant_hist.update(assistant.tolist())
+
+    def _defer(self, text: str, assistant: bool) -> None:
+        self._deferred.append(text)
+        self._deferred_owner.append(len(self._tokens))
+        self._deferred_assistant.append(assistant)
 
     def scan_line(self, line: int, raw: bytes) -> None:
         try:
@@ -397,16 +432,11 @@ class ChunkScanner:
             self._check_unknown(line, example)
             tokens = assistant_tokens = n_messages = 0
         if kind != fmt.UNKNOWN:
+            # Deferred counts are added by _finish_tokens, which also flags too_long.
             self._tokens.append(tokens)
             self._assistant.append(assistant_tokens)
             self._n_messages.append(n_messages)
-            if tokens > self.config.context_limit:
-                self.emit(
-                    line,
-                    "too_long",
-                    f"{tokens} tokens; the model trains on at most {self.config.context_limit}, "
-                    "the rest is truncated.",
-                )
+            self._token_lines.append(line)
         text = "\n".join(texts)
         encoded = text.encode("utf-8", "surrogatepass")
         if self.config.pii_enabled and text:
@@ -446,12 +476,20 @@ class ChunkScanner:
         self.emit(line, "unknown_format", f"Not a known training format (keys: {keys}).", hint)
 
     def _check_messages(
-        self, line: int, messages: list[Any], texts: list[str], *, where: str = "messages"
+        self,
+        line: int,
+        messages: list[Any],
+        texts: list[str],
+        *,
+        where: str = "messages",
+        outputs: bool = True,
     ) -> tuple[int, bool, bool, bool, bool, set[str], set[str]]:
         """Validates a message list. Returns (tokens, has_system, has_user, has_assistant,
         has_trainable_assistant, called_function_names, tool_call_ids); assistant content
-        tokens are left in ``self._assistant_tokens``."""
-        count, count_once, role_tokens = self._count, self._count_once, self._role_tokens
+        tokens are left in ``self._assistant_tokens``. User and assistant contents are
+        deferred (see _defer): their tokens are not in either figure yet; ``outputs`` says
+        whether assistant contents count as the example's assistant tokens."""
+        count, defer, role_tokens = self._count, self._defer, self._role_tokens
         tokens = 0
         assistant_tokens = 0
         has_system = has_user = has_assistant = trainable = False
@@ -465,17 +503,16 @@ class ChunkScanner:
                 content = message.get("content")
                 if type(content) is str and content and type(role) is str and role in role_tokens:
                     texts.append(content)
-                    if role == "assistant":
-                        content_tokens = count_once(content)
-                        has_assistant = trainable = True
-                        assistant_tokens += content_tokens
+                    tokens += role_tokens[role]
+                    if role == "system":  # repeats: the LRU cache answers
+                        tokens += count(content)
+                        has_system = True
+                    elif role == "user":
+                        defer(content, False)
+                        has_user = True
                     else:
-                        content_tokens = count(content)
-                        if role == "user":
-                            has_user = True
-                        else:
-                            has_system = True
-                    tokens += role_tokens[role] + content_tokens
+                        defer(content, outputs)
+                        has_assistant = trainable = True
                     continue
             label = f"{where}[{position}]"
             if type(message) is not dict:
@@ -540,12 +577,21 @@ class ChunkScanner:
                         f"{label} answers tool_call_id {_shown(call_id)}, which no earlier "
                         "assistant message called.",
                     )
-            if type(content) is str and len(message) == 2 and type(role) is str:
-                # The common {role, content} message, without the generic walk over keys.
-                content_tokens = count(content)
-                tokens += TOKENS_PER_MESSAGE + count(role) + content_tokens
-                if is_assistant:
-                    assistant_tokens += content_tokens
+            if (
+                type(content) is str
+                and type(role) is str
+                and "tool_calls" not in message
+                and "function_call" not in message
+                and not any(
+                    type(value) is str
+                    for key, value in message.items()
+                    if key != "role" and key != "content"
+                )
+            ):
+                # Role and content are its only strings (e.g. a weighted assistant message):
+                # what count_message_tokens would count, with the content deferred.
+                tokens += TOKENS_PER_MESSAGE + count(role)
+                defer(content, is_assistant and outputs)
             else:
                 tokens += count_message_tokens(message, count)
                 if is_assistant:
@@ -705,7 +751,7 @@ class ChunkScanner:
         else:
             self._check_unknown_keys(line, source, fmt.DPO_INPUT_KEYS)
             input_tokens, *_, called, _ = self._check_messages(
-                line, messages, texts, where="input.messages"
+                line, messages, texts, where="input.messages", outputs=False
             )
             tokens += input_tokens + self._check_tools(line, source, called)
             n_messages += len(messages)
@@ -771,8 +817,9 @@ class ChunkScanner:
             )
         if len(values) == 2:
             self.result.legacy.add(line, prompt, completion)
-        completion_tokens = self._count(completion)
-        return self._count(prompt) + completion_tokens, completion_tokens, 0
+        self._defer(prompt, False)
+        self._defer(completion, True)
+        return 0, 0, 0
 
 
 def scan_chunk(task: ChunkTask) -> ChunkResult:

@@ -14,7 +14,7 @@ import importlib.util
 import itertools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -139,7 +139,12 @@ class CachedCounter:
         self._backend = _bindings_module().tokenizer_for_encoding(encoding)
         self._first_words = _WordCounts(self._count_text, "")
         self._spaced_words = _WordCounts(self._count_text, " ")
-        if encoding not in _WORD_SPLIT_ENCODINGS:
+        self._batch: Any = None
+        if encoding in _WORD_SPLIT_ENCODINGS:
+            from service.files.validation.batch_count import BatchCounter  # numpy: scans only
+
+            self._batch = BatchCounter(self._count_text)
+        else:
             self.count_uncached = self._count_text  # type: ignore[method-assign]
         self.count: Callable[[str], int] = functools.lru_cache(maxsize=cache_size)(
             self.count_uncached
@@ -153,6 +158,14 @@ class CachedCounter:
         return self._first_words[words[0]] + sum(
             map(self._spaced_words.__getitem__, itertools.islice(words, 1, None))
         )
+
+    def count_many(self, texts: Sequence[str]) -> Any:
+        """Each text's count (a numpy int64 array), the words of all of them at once."""
+        if self._batch is not None:
+            return self._batch.count_many(texts)
+        import numpy as np
+
+        return np.fromiter(map(self.count_uncached, texts), np.int64, len(texts))
 
     def _count_text(self, text: str) -> int:
         try:

@@ -51,3 +51,25 @@ def test_cache_starts_over_past_its_bound(monkeypatch) -> None:
     text = " ".join(f"w{i}" for i in range(100))
     assert counter.count_uncached(text) == BACKENDS["o200k_base"].count(text)
     assert len(counter._spaced_words) <= 8
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(texts, max_size=12), st.sampled_from(sorted(COUNTERS)))
+def test_batch_counts_equal_the_tokenizer(batch: list[str], encoding: str) -> None:
+    counter = COUNTERS[encoding]
+    expected = [_backend_count(BACKENDS[encoding], text) for text in batch]
+    assert counter.count_many(batch).tolist() == expected
+    assert counter.count_many(batch).tolist() == expected  # now from the table
+
+
+def test_batch_counts_past_the_table_and_in_several_passes(monkeypatch) -> None:
+    from service.files.validation import batch_count
+
+    # A tiny table (words fight over slots) and tiny passes (a batch split in many).
+    monkeypatch.setattr(batch_count, "TABLE_SLOTS", 4)
+    monkeypatch.setattr(batch_count, "_BATCH_BYTES", 50)
+    counter = CachedCounter("o200k_base")
+    batch = [" ".join(f"w{i * j} x{j}" for j in range(30)) for i in range(40)]
+    batch += ["", "a  b", "\u3000 c", "longer-than-sixteen-bytes-word and", "\ud800 x"]
+    expected = [_backend_count(BACKENDS["o200k_base"], text) for text in batch]
+    assert counter.count_many(batch).tolist() == expected
