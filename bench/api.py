@@ -21,6 +21,10 @@ small machine the load generator's own CPU for thousands of refused calls a seco
 charged to the teams being measured; ``--flooder sdk`` runs it as AsyncOpenAI clients in
 the measuring process instead (how the first figures were taken).
 
+The API's own CPU (its process group, from /proc) is reported per quiet request and per
+flooder request: on a shared machine latencies move with everyone else's load, CPU-seconds
+much less.
+
 Baseline, same run: the quiet phase (half of it before the flood, half after, so that load
 from elsewhere on the machine drifting during the run weighs on both) is the reference for
 the flooded one; ``GET /healthz``
@@ -34,6 +38,7 @@ import asyncio
 import bisect
 import json
 import multiprocessing
+import os
 import random
 import signal
 import statistics
@@ -282,6 +287,19 @@ def summarize(samples: list[tuple[str, str, float, int]], seconds: float) -> dic
     return rows
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def start(stack: Stack, api_workers: int) -> None:
     """Stack.start's layout with the API run as ``api_workers`` uvicorn processes."""
     if api_workers == 1:
@@ -334,19 +352,38 @@ def run(
         stack.db(limit)
         # Half the quiet phase before the flood, half after: other load on the machine that
         # drifts during the run weighs on the baseline as on the flooded phase.
+        api_group = stack.group.children["api"].pid  # its own session: uvicorn and workers
+        cpu = [group_cpu_seconds(api_group)]
         before, before_health, _ = asyncio.run(
             phase(stack.api_url, teams, clients, seconds / 2, None, 0)
         )
+        cpu.append(group_cpu_seconds(api_group))
         flooded, flooded_health, flood = asyncio.run(
             phase(stack.api_url, teams, clients, seconds, flooder, flood_clients, flooder_kind)
         )
+        cpu.append(group_cpu_seconds(api_group))
         after, after_health, _ = asyncio.run(
             phase(stack.api_url, teams, clients, seconds / 2, None, 0)
         )
+        cpu.append(group_cpu_seconds(api_group))
         quiet, quiet_health = before + after, before_health + after_health
         accepted = flood["accepted"]
+        # CPU the API spent, which the machine's other load does not inflate the way it
+        # inflates latencies: per quiet request, and per flooder request once the others'
+        # requests in the flooded phase are charged at the quiet rate.
+        quiet_cpu = (cpu[1] - cpu[0]) + (cpu[3] - cpu[2])
+        per_request = quiet_cpu / max(1, len(quiet))
+        others_flooded = sum(1 for label, *_rest in flooded if label == "team")
+        flood_requests = len(accepted) + sum(flood["statuses"].values())
+        flood_cpu = (cpu[2] - cpu[1]) - others_flooded * per_request
         return {
             "layout": {"api_workers": api_workers, "flooder": flooder_kind},
+            "api_cpu": {
+                "quiet_ms_per_request": per_request * 1000,
+                "flooded_phase_s": cpu[2] - cpu[1],
+                "quiet_phase_s": quiet_cpu,
+                "ms_per_flooder_request": flood_cpu / max(1, flood_requests) * 1000,
+            },
             "quiet_halves_p99_ms": [
                 summarize(before, seconds / 2)["all"]["p99_ms"],
                 summarize(after, seconds / 2)["all"]["p99_ms"],
@@ -394,6 +431,11 @@ def main() -> None:
         args.flooder,
     )
     print(f"layout: {args.api_workers} API process(es), flooder: {args.flooder}")
+    cpu = result["api_cpu"]
+    print(
+        f"API CPU: {cpu['quiet_ms_per_request']:.2f} ms per quiet request; "
+        f"{cpu['ms_per_flooder_request']:.2f} ms per flooder request"
+    )
     halves = result["quiet_halves_p99_ms"]
     print(f"quiet p99 before the flood {halves[0]:.0f} ms, after it {halves[1]:.0f} ms")
     for name in ("quiet", "flooded"):
