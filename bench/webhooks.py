@@ -72,7 +72,12 @@ class Receiver:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            # A web server's usual accept backlog (nginx: 511); the default of 5 turns a
+            # few dozen concurrent senders into SYN retries of a second each.
+            request_queue_size = 511
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

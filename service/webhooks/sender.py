@@ -42,6 +42,7 @@ class Send:
     body: bytes
     secrets: tuple[str, ...]  # every secret that signs right now
     not_after: float  # time.monotonic() by which the send must start
+    failing: bool = False  # the endpoint's failure clock was running when it was claimed
 
 
 # (send, result); result None: never sent (its start came too late, or it was cancelled).
@@ -91,8 +92,10 @@ class Sender:
         else:
             self._waiting.setdefault(send.endpoint_id, deque()).append(send)
 
-    def collect(self, timeout: float) -> list[Outcome]:
-        """Every finished send; waits up to ``timeout`` for the first if none has finished."""
+    def collect(self, timeout: float, linger: float = 0.0) -> list[Outcome]:
+        """Finished sends: waits up to ``timeout`` for the first, then up to ``linger`` more
+        for the rest of those running (one recording for a whole batch costs about what
+        one for a single send does)."""
         outcomes: list[Outcome] = []
         if self._outstanding == 0:
             return outcomes
@@ -101,9 +104,11 @@ class Sender:
         except queue.Empty:
             return outcomes
         finished = [first]
-        while True:
+        running = sum(self._running.values())
+        until = time.monotonic() + linger
+        while len(finished) < running:
             try:
-                finished.append(self._done.get_nowait())
+                finished.append(self._done.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 break
         for send, result in finished:
