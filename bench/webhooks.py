@@ -144,7 +144,30 @@ def commit_changes(
     return committed
 
 
+def fanned_out_at(stack: Stack, committed: dict[str, tuple[float, int]]) -> float:
+    """When the last delivery row of these state changes was written (fan-out done)."""
+    import sqlalchemy as sa
+
+    from service.webhooks.models import WebhookDelivery
+
+    ids = list(committed)
+    return float(
+        stack.db(
+            lambda session: (
+                session.execute(
+                    sa.select(sa.func.max(WebhookDelivery.created_at)).where(
+                        WebhookDelivery.outbox_event_id.in_(ids)  # type: ignore[union-attr]
+                    )
+                )
+                .scalar_one()
+                .timestamp()
+            )
+        )
+    )
+
+
 def measure(
+    stack: Stack,
     receiver: Receiver,
     first: int,
     committed: dict[str, tuple[float, int]],
@@ -169,6 +192,10 @@ def measure(
         "p99_s": percentile(latencies, 0.99) if latencies else float("nan"),
         "max_s": max(latencies) if latencies else float("nan"),
         "per_s": len(arrived) / max(1e-9, last - first_commit),
+        # Where the time went: the bench's own commits, the fan-out, the last receipt.
+        "commits_done_s": max(at for at, _ in committed.values()) - first_commit,
+        "fanned_out_s": fanned_out_at(stack, committed) - first_commit,
+        "last_receipt_s": last - first_commit,
     }
 
 
@@ -239,7 +266,7 @@ def run(events: int, rate: float, concurrency: int, timeout: float) -> dict[str,
             first = receiver.count()
             committed = commit_changes(stack, teams, events, rate, "up")
             results["all_up"] = measure(
-                receiver, first, committed, events * ENDPOINTS_PER_TEAM, timeout
+                stack, receiver, first, committed, events * ENDPOINTS_PER_TEAM, timeout
             )
 
             down_id, down_path = teams[0][1][0]
@@ -250,7 +277,7 @@ def run(events: int, rate: float, concurrency: int, timeout: float) -> dict[str,
                 1 for _at, team_index in committed.values() if team_index == 0
             )
             results["one_down"] = measure(
-                receiver, first, committed, expected, timeout, skip_path=down_path
+                stack, receiver, first, committed, expected, timeout, skip_path=down_path
             )
             install_publisher(None)
         results["plain_loop"] = plain_loop(receiver, teams, events)
@@ -278,7 +305,9 @@ def main() -> None:
         print(
             f"{phase:>9}: {row['delivered']}/{row['expected']} delivered, commit → receipt "
             f"p50 {row['p50_s']:.2f} s, p99 {row['p99_s']:.2f} s, max {row['max_s']:.2f} s; "
-            f"{row['per_s']:.0f} deliveries/s (offered {args.rate:.0f}/s)"
+            f"{row['per_s']:.0f} deliveries/s (offered {args.rate:.0f}/s); commits done at "
+            f"{row['commits_done_s']:.1f} s, fan-out at {row['fanned_out_s']:.1f} s, last "
+            f"receipt at {row['last_receipt_s']:.1f} s"
         )
     plain = results["plain_loop"]
     print(

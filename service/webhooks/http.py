@@ -16,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import heapq
 import http.client
+import itertools
+import os
 import socket
 import ssl
 import threading
@@ -85,11 +88,50 @@ def _open_socket(ip: str, port: int, timeout: float) -> socket.socket:
     return sock
 
 
+class _Watchdog:
+    """One thread per process that expires every attempt's deadline on time.
+
+    A timer thread per attempt cost a thread start per send (the largest part of a
+    send's CPU on a busy machine); this keeps the deadlines in a heap instead."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def watch(self, deadline: _Deadline, expires: float) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid():  # first use, or forked
+                self._heap = []
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="ftq-webhook-deadlines", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (expires, next(self._counter), deadline))
+            if self._heap[0][2] is deadline:
+                self._lock.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._lock.wait(wait)
+                _, _, deadline = heapq.heappop(self._heap)
+            deadline._expire()  # a cancelled one ignores it
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Deadline:
     """The attempt's single time budget, enforced even against a trickling receiver.
 
     Socket timeouts only bound each read, so a receiver sending a byte a second could hold
-    us indefinitely; when the budget runs out a timer shuts the socket down under the
+    us indefinitely; when the budget runs out the watchdog shuts the socket down under the
     blocked read, which then fails and is reported as a timeout.
     """
 
@@ -98,9 +140,8 @@ class _Deadline:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self.expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._cancelled = False
+        _WATCHDOG.watch(self, self._expires)
 
     def remaining(self) -> float:
         left = self._expires - time.monotonic()
@@ -116,6 +157,8 @@ class _Deadline:
 
     def _expire(self) -> None:
         with self._lock:
+            if self._cancelled:
+                return
             self.expired = True
             self._shutdown()
 
@@ -127,7 +170,11 @@ class _Deadline:
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        # The heap entry stays until its time and is then ignored; it holds no socket
+        # once the attempt is over.
+        with self._lock:
+            self._cancelled = True
+            self._sock = None
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
