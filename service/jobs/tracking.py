@@ -76,7 +76,11 @@ class _Due:
 class _Plan:
     """What one sweep does with the jobs it claimed."""
 
-    poll: list[str] = field(default_factory=list)  # per-job polls (events, checkpoints, end)
+    poll: list[str] = field(default_factory=list)  # per-job polls (ending, cancel, untagged)
+    # Per-job polls for events and checkpoints only (a changed or running job): enqueued
+    # without the lease, which the poll takes when it runs, so a backlog of polls never
+    # keeps the sweep from the job's next status check.
+    follow: list[str] = field(default_factory=list)
     observed: dict[str, str] = field(default_factory=dict)  # job id -> new raw status
     # job id -> next status-check slot: nothing else to do until then.
     reschedule: dict[str, float] = field(default_factory=dict)
@@ -212,11 +216,13 @@ def _plan(claimed: list[_Due]) -> _Plan:
                 plan.poll.append(due.job_id)  # the ending needs the full sync
             elif status != due.upstream_status:
                 plan.observed[due.job_id] = upstream.status
-                plan.poll.append(due.job_id)  # its events and checkpoints follow
+                plan.follow.append(due.job_id)  # its events and checkpoints follow
+                plan.reschedule[due.job_id] = poll_groups.next_check(group, now)
             elif status == JobStatus.running and poll_groups.metrics_due(
                 due.job_id, due.due_at, interval
             ):
-                plan.poll.append(due.job_id)
+                plan.follow.append(due.job_id)
+                plan.reschedule[due.job_id] = poll_groups.next_check(group, now)
             else:
                 plan.reschedule[due.job_id] = poll_groups.next_check(group, now)
     return plan
@@ -256,7 +262,7 @@ def sweep(owner_prefix: str) -> list[str]:
                     lease_expires_at=None,
                 )
             )
-        for job_id in plan.poll:
+        for job_id in [*plan.poll, *plan.follow]:
             enqueue("jobs.poll", job_id, owner)
     return [due.job_id for due in claimed]
 
