@@ -11,8 +11,9 @@ team's 10 endpoints — and the receiver records when each delivery arrives. Fig
 
 * latency from the commit of the state change to the receipt: p50, p99, max;
 * sustained deliveries/s: deliveries received / (last receipt - first commit);
-* the same with one endpoint down (connection refused) for the whole phase: the figures of
-  the other 99 endpoints;
+* the same with one endpoint down for the whole phase (``--down refused``: connection
+  refused; ``--down hang``: accepts and never answers, so each attempt takes the whole
+  timeout): the figures of the other 99 endpoints;
 * baseline, same run: a plain loop that signs and POSTs the same deliveries synchronously,
   one after another, over one keep-alive connection (deliveries/s).
 """
@@ -24,6 +25,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -114,33 +116,43 @@ def setup(stack: Stack, receiver: Receiver) -> list[tuple[str, list[tuple[str, s
 
 
 def commit_changes(
-    stack: Stack, teams: list[tuple[str, Any]], events: int, rate: float, tag: str
+    stack: Stack,
+    teams: list[tuple[str, Any]],
+    events: int,
+    rate: float,
+    tag: str,
+    per_commit: int = 1,
 ) -> dict[str, tuple[float, int]]:
-    """Commit ``events`` state changes, paced so deliveries arrive at ``rate`` per second;
-    returns {outbox event id: (commit time, team index)}."""
+    """Commit ``events`` state changes, ``per_commit`` to a transaction, paced so
+    deliveries arrive at ``rate`` per second; returns {outbox event id: (commit time, team
+    index)}."""
     from service.db import session_scope
     from service.webhooks.outbox import record_event
 
     committed: dict[str, tuple[float, int]] = {}
     per_second = rate / ENDPOINTS_PER_TEAM if rate > 0 else float("inf")
     start = time.time()
-    for i in range(events):
-        team_index = i % len(teams)
-        due = start + i / per_second
+    for first in range(0, events, per_commit):
+        due = start + first / per_second
         if due > time.time():
             time.sleep(due - time.time())
+        written: list[tuple[str, int]] = []
         with session_scope() as session:
-            job_id = f"ftjob-{tag}{i:06d}"
-            event = record_event(
-                session,
-                team_id=teams[team_index][0],
-                event_type="fine_tuning.job.running",
-                object_id=job_id,
-                sequence=1,
-                data={"id": job_id, "object": "fine_tuning.job", "status": "running"},
-            )
-            event_id = event.id
-        committed[event_id] = (time.time(), team_index)
+            for i in range(first, min(events, first + per_commit)):
+                team_index = i % len(teams)
+                job_id = f"ftjob-{tag}{i:06d}"
+                event = record_event(
+                    session,
+                    team_id=teams[team_index][0],
+                    event_type="fine_tuning.job.running",
+                    object_id=job_id,
+                    sequence=1,
+                    data={"id": job_id, "object": "fine_tuning.job", "status": "running"},
+                )
+                written.append((event.id, team_index))
+        at = time.time()
+        for event_id, team_index in written:
+            committed[event_id] = (at, team_index)
     return committed
 
 
@@ -227,13 +239,36 @@ def plain_loop(receiver: Receiver, teams: list[tuple[str, Any]], events: int) ->
     return {"delivered": sent, "per_s": sent / elapsed, "ms_each": elapsed / sent * 1000}
 
 
-def take_down(stack: Stack, endpoint_id: str) -> None:
-    """Point one endpoint at a port nobody listens on (connection refused)."""
+class Blackhole:
+    """Accepts connections and never answers: a hung receiver, each attempt a timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=511)
+        self.held: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/down"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def take_down(stack: Stack, endpoint_id: str, url: str | None = None) -> None:
+    """Point one endpoint at ``url``, or at a port nobody listens on (connection refused)."""
     import sqlalchemy as sa
 
     from service.webhooks.models import WebhookEndpoint
 
-    dead = f"http://127.0.0.1:{free_port()}/down"
+    dead = url or f"http://127.0.0.1:{free_port()}/down"
     stack.db(
         lambda session: session.execute(
             sa.update(WebhookEndpoint)
@@ -243,7 +278,14 @@ def take_down(stack: Stack, endpoint_id: str) -> None:
     )
 
 
-def run(events: int, rate: float, concurrency: int, timeout: float) -> dict[str, Any]:
+def run(
+    events: int,
+    rate: float,
+    concurrency: int,
+    timeout: float,
+    per_commit: int = 1,
+    down: str = "refused",
+) -> dict[str, Any]:
     env = {
         "FTQ_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         # Production cadence: the fan-out beat is only the safety net, not what makes it fast.
@@ -264,15 +306,16 @@ def run(events: int, rate: float, concurrency: int, timeout: float) -> dict[str,
         with stack.settings_env():
             install_publisher(publish)
             first = receiver.count()
-            committed = commit_changes(stack, teams, events, rate, "up")
+            committed = commit_changes(stack, teams, events, rate, "up", per_commit)
             results["all_up"] = measure(
                 stack, receiver, first, committed, events * ENDPOINTS_PER_TEAM, timeout
             )
 
             down_id, down_path = teams[0][1][0]
-            take_down(stack, down_id)
+            blackhole = Blackhole() if down == "hang" else None
+            take_down(stack, down_id, blackhole.url if blackhole else None)
             first = receiver.count()
-            committed = commit_changes(stack, teams, events, rate, "down")
+            committed = commit_changes(stack, teams, events, rate, "down", per_commit)
             expected = events * ENDPOINTS_PER_TEAM - sum(
                 1 for _at, team_index in committed.values() if team_index == 0
             )
@@ -298,8 +341,22 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=4, help="per worker process")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--down",
+        choices=("refused", "hang"),
+        default="refused",
+        help="how the endpoint that is down fails: connection refused, or never answering",
+    )
+    parser.add_argument(
+        "--per-commit",
+        type=int,
+        default=1,
+        help="state changes per transaction (the bench's own commits can be the limit)",
+    )
     args = parser.parse_args()
-    results = run(args.events, args.rate, args.concurrency, args.timeout)
+    results = run(
+        args.events, args.rate, args.concurrency, args.timeout, args.per_commit, args.down
+    )
     for phase in ("all_up", "one_down"):
         row = results[phase]
         print(
