@@ -542,6 +542,48 @@ def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
     assert steps.count(1) == 1 and steps[-1] == 160
 
 
+def test_fsdp_job_trains_and_answers(local: Local) -> None:
+    """Full fine-tuning sharded over two ranks (FSDP2, gloo): from upload to a model that
+    answers, in the same result format as one process."""
+    client = local.client
+    job = _create(
+        local,
+        METHODS["full"],
+        suffix="fsdp",
+        validation_file=local.valid_file,
+        resources={"processes": 2, "strategy": "fsdp"},
+    )
+    done = _wait_done(local, job.id, timeout=240)
+    assert done.status == "succeeded", done.error
+    info = json.loads((local.final_dir(job.id) / "ftq_model.json").read_text())
+    assert (info["processes"], info["strategy"], info["kind"]) == (2, "fsdp", "model")
+    assert (local.final_dir(job.id) / "model.safetensors").is_file()
+    events = _events(local, job.id)
+    assert any("strategy fsdp" in e.message for e in events)
+    total = EPOCHS * N_TRAIN // BATCH
+    losses = _train_losses(events)
+    assert [step for step, _ in losses] == list(range(1, total + 1))
+    assert any("valid_loss" in (e.data or {}) for e in events if e.type == "metrics")
+    steps = sorted(c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data)
+    assert steps == list(range(CHECKPOINT_EVERY, total + 1, CHECKPOINT_EVERY))
+    hits = [(q, a) for q, a in QA_PAIRS[:N_TRAIN] if _reply(local, done.fine_tuned_model, q) == a]
+    assert len(hits) >= N_TRAIN * 3 // 4, hits
+
+
+def test_unknown_strategies_are_refused_before_anything_is_queued(local: Local) -> None:
+    before = {j.id for j in local.client.fine_tuning.jobs.list(limit=100).data}
+    for resources, fragment in (
+        ({"processes": 2, "strategy": "zero3"}, "must be one of auto, ddp, fsdp"),
+        ({"processes": 1, "strategy": "fsdp"}, "needs resources.processes of 2 or more"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            _create(local, METHODS["full"], suffix="badstrategy", resources=resources)
+        assert refused.value.code == "invalid_resources"
+        assert refused.value.param == "resources.strategy"
+        assert fragment in refused.value.message
+    assert {j.id for j in local.client.fine_tuning.jobs.list(limit=100).data} == before
+
+
 # Serving adapters through vLLM (a stand-in with vLLM's HTTP contract) ------------------------
 @dataclass
 class VllmLocal:
