@@ -309,7 +309,7 @@ def run(
             # worker processes still starting on a busy machine are not what is measured.
             first = receiver.count()
             warm = commit_changes(stack, teams, len(teams), 0, "warm")
-            measure(stack, receiver, first, len(warm) * ENDPOINTS_PER_TEAM, timeout)
+            measure(stack, receiver, first, warm, len(warm) * ENDPOINTS_PER_TEAM, timeout)
             first = receiver.count()
             committed = commit_changes(stack, teams, events, rate, "up", per_commit)
             results["all_up"] = measure(
