@@ -66,6 +66,9 @@ def _same(a: Any, b: Any) -> bool:
 # Prompt/completion texts joined per pass by LegacyStats.flush: fewer passes cost more memory
 # (a joined string holds up to 4 bytes per character).
 LEGACY_FLUSH_EVERY = 512
+# Characters of deferred content counted per batch: few enough to keep a chunk's texts from
+# piling up (up to 4 bytes per character), many enough for numpy to pay off.
+DEFERRED_CHARS = 256 * 1024
 # Distinct completions remembered for the classification heuristic (unique < n/3).
 MAX_DISTINCT_COMPLETIONS = 50_000
 
@@ -312,6 +315,10 @@ class ChunkScanner:
         self._deferred: list[str] = []
         self._deferred_owner = array("I")
         self._deferred_assistant = array("B")
+        self._deferred_chars = 0
+        # Counts of batches already made, per example (numpy arrays, grown as needed).
+        self._counted: Any = None
+        self._counted_assistant: Any = None
         self._records = array("Q")
         self._cap = config.findings_cap
         self._assistant_tokens = 0
@@ -357,15 +364,12 @@ class ChunkScanner:
         """Adds the deferred counts to their examples; flags the examples over the limit."""
         import numpy as np
 
+        self._count_deferred()
         tokens = np.array(self._tokens, dtype=np.int64)
         assistant = np.array(self._assistant, dtype=np.int64)
-        if self._deferred:
-            counts = self._count_many(self._deferred)
-            owner = np.frombuffer(self._deferred_owner, dtype=np.uint32)
-            weights = np.frombuffer(self._deferred_assistant, dtype=np.uint8).astype(bool)
-            # Float sums of integers below 2**53 are exact.
-            tokens += np.bincount(owner, counts, len(tokens)).astype(np.int64)
-            assistant += np.bincount(owner[weights], counts[weights], len(tokens)).astype(np.int64)
+        if self._counted is not None:
+            tokens[: len(self._counted)] += self._counted
+            assistant[: len(self._counted)] += self._counted_assistant
         limit = self.config.context_limit
         for index in np.flatnonzero(tokens > limit).tolist():
             self.emit(
@@ -381,6 +385,34 @@ class ChunkScanner:
         self._deferred.append(text)
         self._deferred_owner.append(len(self._tokens))
         self._deferred_assistant.append(assistant)
+        self._deferred_chars += len(text)
+        if self._deferred_chars >= DEFERRED_CHARS:
+            self._count_deferred()
+
+    def _count_deferred(self) -> None:
+        """Counts the deferred texts in one batch and adds them up per example."""
+        if not self._deferred:
+            return
+        import numpy as np
+
+        counts = self._count_many(self._deferred)
+        owner = np.array(self._deferred_owner, dtype=np.intp)
+        output = np.array(self._deferred_assistant, dtype=bool)
+        self._deferred, self._deferred_chars = [], 0
+        self._deferred_owner, self._deferred_assistant = array("I"), array("B")
+        size = int(owner[-1]) + 1  # owners only grow; the last may be the current example
+        # Float sums of integers below 2**53 are exact.
+        tokens = np.bincount(owner, counts, size).astype(np.int64)
+        assistant = np.bincount(owner[output], counts[output], size).astype(np.int64)
+        if self._counted is None:
+            self._counted, self._counted_assistant = tokens, assistant
+            return
+        if len(self._counted) < size:
+            grow = np.zeros(size - len(self._counted), np.int64)
+            self._counted = np.concatenate((self._counted, grow))
+            self._counted_assistant = np.concatenate((self._counted_assistant, grow))
+        self._counted[:size] += tokens
+        self._counted_assistant[:size] += assistant
 
     def scan_line(self, line: int, raw: bytes) -> None:
         try:

@@ -225,6 +225,9 @@ def test_optimised_scan_matches_references(seed: int, kind: str) -> None:
         # Reference 2: the whole report, every count made string by string.
         with mock.patch.object(checks, "get_counter", _StringByString):
             assert _report(path) == fast
+        # Deferred texts counted in many small batches within a chunk: the same report.
+        with mock.patch.object(checks, "DEFERRED_CHARS", 64):
+            assert _report(path) == fast
 
 
 def _well_formed(example: dict[str, Any]) -> bool:
