@@ -4,9 +4,10 @@
 #   FTQ_BENCH_MODEL=/models/Qwen2.5-0.5B-Instruct bench/gpu.sh
 #
 # 1. Training tokens/s for a 0.5-1B model, full and LoRA, on 1 process and on N processes
-#    (N = FTQ_BENCH_PROCESSES, default: every visible GPU), against a plain transformers/peft
-#    loop on the same data in the same run (bench/train.py; ratios, not absolute figures,
-#    are what compare across machines).
+#    (N = FTQ_BENCH_PROCESSES, default: every visible GPU) both as DDP (model replicated) and
+#    as FSDP (model sharded), against a plain transformers/peft loop on the same data in the
+#    same run (bench/train.py; ratios, not absolute figures, are what compare across
+#    machines). With one GPU there is nothing to shard: only the single-process row runs.
 # 2. vLLM serving throughput with 1, 8 and 32 LoRA adapters loaded at runtime through ftq's
 #    adapter loader, against the base model alone (bench/serve_adapters.py; needs `vllm`).
 #
@@ -50,10 +51,10 @@ with open(sys.argv[1], "w") as out:
         ]}) + "\n")
 PYEOF
 
-echo "== training: ftq vs a plain transformers loop (processes: $PROCESSES)"
+echo "== training: ftq vs a plain transformers loop (processes: $PROCESSES; DDP and FSDP on $N)"
 "$PY" bench/train.py --device cuda --base "$MODEL" --data "$OUT/train.jsonl" \
-  --methods full,lora --processes "$PROCESSES" --epochs 1 --batch-size 16 \
-  --max-seq-len 1024 --threads 4 --repeats 1 --json-out "$OUT/train.json"
+  --methods full,lora --processes "$PROCESSES" --strategies ddp,fsdp --epochs 1 \
+  --batch-size 16 --max-seq-len 1024 --threads 4 --repeats 1 --json-out "$OUT/train.json"
 
 echo "== serving: vLLM with 1, 8 and 32 runtime-loaded adapters"
 "$PY" -c 'import vllm' 2>/dev/null \

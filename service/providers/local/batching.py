@@ -26,6 +26,8 @@ class Batch:
     inputs: dict[str, Any]
     targets: Any
     n_tokens: int  # real (non-padding) tokens
+    # Sequence positions where some row has a target: the only logits the loss needs.
+    scored_positions: Any = None
 
     @property
     def n_targets(self) -> int:
@@ -36,23 +38,55 @@ def shifted_targets(example: Example) -> list[int]:
     return [*example.labels[1:], IGNORE_INDEX]
 
 
-def pad(examples: list[Example], pad_id: int, device: Any) -> Batch:
-    """One example per row, right-padded; padding is masked out of attention and loss."""
+@dataclass(frozen=True)
+class Encoded:
+    """An example's input ids and shifted targets as tensors, built once per run so a step
+    only concatenates them."""
+
+    input_ids: Any
+    targets: Any
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def encode(example: Example) -> Encoded:
     import torch
 
-    width = max(e.n_tokens for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = example.n_tokens
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        targets[row, :n] = torch.tensor(shifted_targets(example))
-        attention_mask[row, :n] = 1
+    return Encoded(
+        torch.tensor(example.input_ids, dtype=torch.long),
+        torch.tensor(shifted_targets(example), dtype=torch.long),
+    )
+
+
+def _batch(
+    input_ids: Any, targets: Any, extra: dict[str, Any], n_tokens: int, device: Any
+) -> Batch:
+    scored = (targets != IGNORE_INDEX).any(0).nonzero().squeeze(1)  # on the host: no sync
     return Batch(
-        inputs={"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)},
+        inputs={"input_ids": input_ids.to(device), **{k: v.to(device) for k, v in extra.items()}},
         targets=targets.to(device),
-        n_tokens=sum(e.n_tokens for e in examples),
+        n_tokens=n_tokens,
+        scored_positions=scored.to(device),
+    )
+
+
+def pad(
+    examples: list[Example], pad_id: int, device: Any, encoded: list[Encoded] | None = None
+) -> Batch:
+    """One example per row, right-padded; padding is masked out of attention and loss.
+    ``encoded``: the examples' tensors when the caller keeps them (else built here)."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    rows = encoded if encoded is not None else [encode(e) for e in examples]
+    input_ids = pad_sequence([r.input_ids for r in rows], batch_first=True, padding_value=pad_id)
+    targets = pad_sequence([r.targets for r in rows], batch_first=True, padding_value=IGNORE_INDEX)
+    lengths = torch.tensor([r.n_tokens for r in rows])
+    attention_mask = (torch.arange(input_ids.shape[1]) < lengths[:, None]).long()
+    return _batch(
+        input_ids, targets, {"attention_mask": attention_mask}, int(lengths.sum()), device
     )
 
 
@@ -72,44 +106,61 @@ def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
     return rows
 
 
-def pack(examples: list[Example], pad_id: int, device: Any, capacity: int | None = None) -> Batch:
+def pack(
+    examples: list[Example],
+    pad_id: int,
+    device: Any,
+    capacity: int | None = None,
+    encoded: list[Encoded] | None = None,
+) -> Batch:
     """Several examples per row, rows of at most ``capacity`` tokens (default: the longest
     example, which never costs more attention than the padded layout), position ids restarting
     per example. The tensor is as wide as the fullest row."""
     import torch
+    from torch.nn.utils.rnn import pad_sequence
 
-    lengths = [e.n_tokens for e in examples]
+    items = encoded if encoded is not None else [encode(e) for e in examples]
+    lengths = [r.n_tokens for r in items]
     rows = pack_rows(lengths, max(max(lengths), capacity or 0))
     width = max(sum(lengths[i] for i in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, members in enumerate(rows):
-        cursor = 0
-        for index in members:
-            example = examples[index]
-            n = example.n_tokens
-            input_ids[row, cursor : cursor + n] = torch.tensor(example.input_ids)
-            targets[row, cursor : cursor + n] = torch.tensor(shifted_targets(example))
-            position_ids[row, cursor : cursor + n] = torch.arange(n)
-            cursor += n
+    positions = torch.arange(width)
+    ids, targets, position_ids = [], [], []
+    for members in rows:
+        used = sum(lengths[i] for i in members)
+        ids.append(torch.cat([items[i].input_ids for i in members]))
+        targets.append(torch.cat([items[i].targets for i in members]))
         # The tail is its own segment (positions from 0): attended by nothing real, no target.
-        position_ids[row, cursor:] = torch.arange(width - cursor)
-    return Batch(
-        inputs={"input_ids": input_ids.to(device), "position_ids": position_ids.to(device)},
-        targets=targets.to(device),
-        n_tokens=sum(e.n_tokens for e in examples),
+        position_ids.append(
+            torch.cat([positions[: lengths[i]] for i in members] + [positions[: width - used]])
+        )
+    return _batch(
+        pad_sequence(ids, batch_first=True, padding_value=pad_id),
+        pad_sequence(targets, batch_first=True, padding_value=IGNORE_INDEX),
+        {"position_ids": torch.stack(position_ids)},
+        sum(lengths),
+        device,
     )
 
 
-def token_loss_sum(model: Any, batch: Batch) -> Any:
-    """Sum of the cross-entropy of every target token (fp32 logits)."""
+def token_loss_sum(model: Any, batch: Batch, scored_only: bool = False) -> Any:
+    """Sum of the cross-entropy of every target token (fp32 logits).
+
+    ``scored_only``: the model computes logits only at positions where some row has a target
+    (transformers' ``logits_to_keep``), so the output head and the softmax skip prompt and
+    padding positions; the loss is the same sum over the same targets.
+    """
     import torch
 
-    logits = model(**batch.inputs, use_cache=False).logits
+    if scored_only:
+        keep = batch.scored_positions
+        logits = model(**batch.inputs, use_cache=False, logits_to_keep=keep).logits
+        targets = batch.targets[:, keep]
+    else:
+        logits = model(**batch.inputs, use_cache=False).logits
+        targets = batch.targets
     return torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]),
-        batch.targets.reshape(-1),
+        targets.reshape(-1),
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )

@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 
 from service.providers.local import checkpoints as ckpt
-from service.providers.local.batching import Batch, pack, pad, token_loss_sum
+from service.providers.local.batching import Batch, Encoded, encode, pack, pad, token_loss_sum
 from service.providers.local.contract import (
     TrainingCallbacks,
     TrainingCancelled,
@@ -63,7 +63,7 @@ from service.providers.local.spec import (
 log = structlog.get_logger(__name__)
 
 RESULT_FILE = "result.json"
-# Packed and padded losses of the probe batch may differ by float order only.
+# Packed or scored-only and padded losses of the probe batch may differ by float order only.
 PACKING_TOLERANCE = 1e-4
 
 __all__ = [
@@ -160,43 +160,70 @@ class Supervised:
     # Packed rows hold up to this many tokens (the run's sequence limit): short examples
     # share a row instead of each being padded to the batch's longest.
     pack_capacity: int | None = None
+    # Logits only where a target is (not at prompt or padding positions); the probe keeps
+    # it only for models whose loss it leaves unchanged.
+    scored_only: bool = True
+    # Per example, built once: its tensors and its number of scored tokens, so a step does
+    # no per-token Python work.
+    encoded: list[Encoded] = field(init=False, repr=False)
+    scored: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.encoded = [encode(e) for e in self.dataset.examples]
+        self.scored = [
+            sum(1 for label in e.labels[1:] if label != IGNORE_INDEX) for e in self.dataset.examples
+        ]
 
     def count(self, items: list[Example], indices: list[int]) -> int:
-        return sum(1 for label in _scored(items) if label != IGNORE_INDEX)
+        return sum(self.scored[i] for i in indices)
 
     def tokens(self, items: list[Example]) -> int:
         return sum(e.n_tokens for e in items)
 
-    def batch(self, items: list[Example]) -> Batch:
+    def batch(self, items: list[Example], indices: list[int]) -> Batch:
+        encoded = [self.encoded[i] for i in indices]
         if self.packing:
-            return pack(items, self.pad_id, self.device, self.pack_capacity)
-        return pad(items, self.pad_id, self.device)
+            return pack(items, self.pad_id, self.device, self.pack_capacity, encoded)
+        return pad(items, self.pad_id, self.device, encoded)
 
     def loss_sum(self, model: Any, items: list[Example], indices: list[int]) -> Any:
-        return token_loss_sum(model, self.batch(items))
+        return token_loss_sum(model, self.batch(items, indices), self.scored_only)
 
-    def probe_packing(self, model: Any, items: list[Example]) -> None:
-        """Keep packing only if it leaves this batch's loss unchanged on this model."""
+    def probe(self, model: Any, items: list[Example], indices: list[int]) -> None:
+        """Keep packing and scored-only logits only if each leaves this batch's loss (padded,
+        every logit) unchanged on this model."""
         import torch
 
-        if not self.packing or len(items) < 2:
+        if not items:
             return
-        packed = pack(items, self.pad_id, self.device, self.pack_capacity)
-        if packed.inputs["input_ids"].shape[0] == len(items):
-            return  # nothing shares a row: the probe proves nothing, decide on a real batch
+        encoded = [self.encoded[i] for i in indices]
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            a = float(token_loss_sum(model, packed))
-            b = float(token_loss_sum(model, pad(items, self.pad_id, self.device)))
+            reference = float(token_loss_sum(model, pad(items, self.pad_id, self.device, encoded)))
+            if self.packing and len(items) >= 2:
+                packed = pack(items, self.pad_id, self.device, self.pack_capacity, encoded)
+                # Nothing shares a row: the probe proves nothing, decide on a real batch.
+                if packed.inputs["input_ids"].shape[0] < len(items):
+                    loss = float(token_loss_sum(model, packed))
+                    if not _same_loss(loss, reference):
+                        log.warning(
+                            "local_training_packing_disabled", packed=loss, padded=reference
+                        )
+                        self.packing = False
+            if self.scored_only:
+                try:
+                    loss = float(token_loss_sum(model, self.batch(items, indices), True))
+                except TypeError:  # a model whose forward has no logits_to_keep
+                    loss = math.nan
+                if not _same_loss(loss, reference):
+                    log.warning("local_training_scored_only_disabled", loss=loss, full=reference)
+                    self.scored_only = False
         model.train(was_training)
-        if abs(a - b) > PACKING_TOLERANCE * max(1.0, abs(b)):
-            log.warning("local_training_packing_disabled", packed=a, padded=b)
-            self.packing = False
 
 
-def _scored(items: list[Example]) -> list[int]:
-    return [label for e in items for label in e.labels[1:]]
+def _same_loss(a: float, b: float) -> bool:
+    return abs(a - b) <= PACKING_TOLERANCE * max(1.0, abs(b))
 
 
 @dataclass
@@ -236,7 +263,7 @@ class Preference:
             self.device,
         )
 
-    def probe_packing(self, model: Any, items: list[Any]) -> None:
+    def probe(self, model: Any, items: list[Any], indices: list[int]) -> None:
         return None
 
 
@@ -310,16 +337,15 @@ def run_loop(
         objective.prepare(model, hp.batch_size)
     if isinstance(valid, Preference):
         valid.prepare(model, hp.batch_size)
-    objective.probe_packing(model, objective.dataset.examples[: hp.batch_size])
-    if valid is not None:
-        valid.packing = objective.packing
+    probed = list(range(min(hp.batch_size, len(objective.dataset))))
+    objective.probe(model, [objective.dataset.examples[i] for i in probed], probed)
+    if isinstance(valid, Supervised) and isinstance(objective, Supervised):
+        valid.packing, valid.scored_only = objective.packing, objective.scored_only
     placement.settle(model)  # the optimizer must hold the parameters that train
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     peak_lr = spec.learning_rate_base * hp.learning_rate_multiplier
-    # foreach: one fused pass over all tensors per update instead of a Python loop over them
-    # (torch's default on CPU is the loop, which dominated small models' step time).
-    optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.0, foreach=True)
+    optimizer = _adamw(parameters, peak_lr)
     per_epoch = steps_per_epoch(len(objective.dataset), hp.batch_size)
     total_steps = per_epoch * hp.n_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_schedule(total_steps))
@@ -345,6 +371,7 @@ def run_loop(
     model = placement.wrap(model)
     autocast = _autocast(device)
     progress = _Progress()
+    model.train()  # once: evaluation puts the model back in training mode itself
     for step in range(state.step + 1, total_steps + 1):
         epoch, index = divmod(step - 1, per_epoch)
         if epoch != progress.epoch:
@@ -362,7 +389,6 @@ def run_loop(
             raise TrainingCancelled(step - 1)
         learning_rate = float(scheduler.get_last_lr()[0])
 
-        model.train()
         with autocast:
             if items:
                 loss_sum = objective.loss_sum(model, items, mine)
@@ -504,7 +530,9 @@ def _evaluate(
 
 def evaluate(model: Any, dataset: Dataset, batch_size: int, tokenizer: Any, device: Any) -> float:
     """Mean loss per trained token over the whole dataset (one process)."""
-    objective = Supervised(dataset, tokenizer.pad_token_id, device, packing=False)
+    objective = Supervised(
+        dataset, tokenizer.pad_token_id, device, packing=False, scored_only=False
+    )
     return _evaluate(model, objective, batch_size, Ranks(), _autocast(device))
 
 
@@ -515,6 +543,19 @@ def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
 
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=generator).tolist()
+
+
+def _adamw(parameters: list[Any], lr: float) -> Any:
+    """AdamW as one fused kernel over every parameter (CPU and CUDA), else torch's
+    multi-tensor one: torch's default on CPU is a Python loop over the parameters, and even
+    the multi-tensor path costs several small kernels per step where the fused one costs one.
+    """
+    import torch
+
+    try:
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0, foreach=True)
 
 
 def _linear_schedule(total_steps: int):

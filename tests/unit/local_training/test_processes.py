@@ -198,6 +198,49 @@ def test_packed_rows_keep_examples_apart(tiny_base):
     assert abs(a - b) < 1e-4 * abs(b)
 
 
+def test_logits_only_at_scored_positions_leave_the_loss_unchanged(tiny_base):
+    """The head and the softmax skip prompt and padding positions; the loss is the same sum,
+    and a model that cannot skip them (no ``logits_to_keep``) is probed back to all logits."""
+    import torch
+
+    from service.providers.local.batching import pack, pad, token_loss_sum
+    from service.providers.local.data import load_dataset
+    from service.providers.local.models import load_causal_lm, load_tokenizer
+    from service.providers.local.trainer import Supervised
+    from tests.support.tiny_model import write_chat_dataset
+
+    tokenizer = load_tokenizer(tiny_base)
+    model = load_causal_lm(tiny_base).eval()
+    path = write_chat_dataset(Path(tiny_base).parent / "scored.jsonl")
+    dataset = load_dataset(path, tokenizer, 256)
+    examples = dataset.examples[:8]
+    cpu = torch.device("cpu")
+    for batch in (pack(examples, tokenizer.pad_token_id, cpu, 256), pad(examples, 0, cpu)):
+        assert 0 < batch.scored_positions.numel() < batch.targets.shape[1]
+        with torch.no_grad():
+            full = float(token_loss_sum(model, batch))
+            scored = float(token_loss_sum(model, batch, scored_only=True))
+        assert abs(full - scored) < 1e-4 * abs(full)
+
+    class WithoutLogitsToKeep(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
+            return self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+            )
+
+    for candidate, keeps in ((model, True), (WithoutLogitsToKeep(model), False)):
+        objective = Supervised(dataset, tokenizer.pad_token_id, cpu, True, pack_capacity=256)
+        objective.probe(candidate, examples[:4], [0, 1, 2, 3])
+        assert (objective.scored_only, objective.packing) == (keeps, True)
+
+
 def test_gradient_checkpointing_gives_the_same_curve(tiny_base, data_files, tmp_path):
     from service.providers.local.trainer import train
 
