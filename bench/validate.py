@@ -9,6 +9,8 @@ that both count exactly the same tokens.
     python bench/validate.py --rows 250000
     python bench/validate.py --large          # 1M rows, ~1.5 GB
     python bench/validate.py --format prompt_completion   # or dpo
+    python bench/validate.py --large --write /data/1m.jsonl   # generate once, keep the file
+    python bench/validate.py --large --data /data/1m.jsonl    # measure on a kept file
 
 The chat baseline is the cookbook notebook ported as-is; the prompt/completion and DPO
 baselines are the same approach (load every line, check, encode every value) applied to
@@ -373,17 +375,28 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--format", dest="file_format", choices=FORMATS, default="chat")
+    # Generating 1M rows takes minutes on a busy machine: generate once, measure many times.
+    parser.add_argument("--write", type=Path, help="generate the dataset here and stop")
+    parser.add_argument("--data", type=Path, help="measure this file (made by --write)")
     args = parser.parse_args()
     rows = LARGE_ROWS if args.large else args.rows
+    if args.write is not None:
+        generate(args.write, rows, file_format=args.file_format)
+        print(f"wrote {rows:,} {args.file_format} rows to {args.write}")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="ftq-bench-") as folder:
-        path = Path(folder) / "train.jsonl"
+        path = args.data or Path(folder) / "train.jsonl"
         started = time.perf_counter()
-        generate(path, rows, file_format=args.file_format)
+        if args.data is None:
+            generate(path, rows, file_format=args.file_format)
+        else:
+            with path.open("rb") as handle:
+                rows = sum(1 for _ in handle)
         size_mb = path.stat().st_size / 1e6
         print(
             f"dataset: {rows:,} {args.file_format} rows, {size_mb:,.1f} MB "
-            f"(generated in {time.perf_counter() - started:.1f} s); model {args.model}; "
+            f"(ready in {time.perf_counter() - started:.1f} s); model {args.model}; "
             f"{os.cpu_count()} CPUs; ftq workers {args.workers}"
         )
         results = {"ftq": measure("ftq", path, args.model, args.workers, args.file_format)}
