@@ -90,6 +90,8 @@ def run(
         "FTQ_SWEEP_INTERVAL_SECONDS": str(max(0.25, 10 * scale)),
         "FTQ_STATUS_CHECK_SECONDS": str(30 * scale),
         "FTQ_LEASE_SECONDS": str(max(5.0, 120 * scale)),
+        "FTQ_RECONCILE_INTERVAL_SECONDS": str(max(1.0, 30 * scale)),
+        "FTQ_SUBMIT_STALE_SECONDS": str(max(2.0, 60 * scale)),
         "FTQ_MAX_ACTIVE_JOBS_PER_ACCOUNT": str(n_jobs + PROBES + 10),
         "FTQ_MAX_ACTIVE_JOBS_PER_TEAM": str(n_jobs + PROBES + 10),
         "FTQ_LIMITS__MAX_ACTIVE_JOBS": str(n_jobs + PROBES + 10),

@@ -89,3 +89,14 @@ def _publisher_app() -> Celery:
 
 def publish(task_name: str, args: tuple[Any, ...], options: dict[str, Any]) -> None:
     _publisher_app().send_task(task_name, args=list(args), **options)
+
+
+def queue_length(queue: str) -> int | None:
+    """Messages waiting in ``queue`` (not those a worker has reserved), or None when the
+    broker cannot be asked. A plain declare: on Redis an empty queue has no key at all."""
+    try:
+        with _publisher_app().connection_for_read() as connection:
+            declared = connection.default_channel.queue_declare(queue=queue, passive=False)
+            return int(declared.message_count)
+    except Exception:  # the caller falls back to its cautious path
+        return None

@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from service import ids, leases
+from service import broker, ids, leases
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
@@ -275,18 +275,34 @@ def admit() -> list[str]:
         return capacity.admit_all(session)
 
 
+# While the submit queue still holds messages, a stale submission is most likely waiting
+# in it rather than lost: it is re-sent only after this many stale periods.
+BACKLOG_PATIENCE = 10
+
+
 def reconcile() -> list[str]:
-    """Re-enqueue submissions whose message was lost (flushed broker, killed worker)."""
+    """Re-enqueue submissions whose message was lost (flushed broker, killed worker).
+
+    A message is presumed lost when its job has been untouched for ``submit_stale_seconds``
+    and the submit queue has drained (a queue still holding messages is a backlog, not a
+    loss: then only jobs untouched ``BACKLOG_PATIENCE`` times as long are re-sent). Each
+    re-sent job is touched, so it is re-sent at most once per period: a reconciler on its
+    own fast queue must not flood the queue it guards with copies of a backlog."""
     settings = get_settings()
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.submit_stale_seconds)
+    backlog = broker.queue_length(broker.SUBMIT_QUEUE)
+    if backlog != 0:  # waiting messages, or the broker cannot say
+        submit_stale = now - dt.timedelta(seconds=settings.submit_stale_seconds * BACKLOG_PATIENCE)
+    else:
+        submit_stale = stale
     with session_scope() as session:
         job_ids = list(
             session.exec(
                 select(FineTuningJob.id)
                 .where(
                     FineTuningJob.stage.in_([s.value for s in SUBMISSION_STAGES]),  # type: ignore[attr-defined]
-                    FineTuningJob.updated_at < stale,  # type: ignore[operator]
+                    FineTuningJob.updated_at < submit_stale,  # type: ignore[operator]
                     leases.not_leased(FineTuningJob, now),
                 )
                 .limit(SWEEP_BATCH)
@@ -307,8 +323,16 @@ def reconcile() -> list[str]:
         )
         for job_id in importing:
             enqueue("jobs.import_results", job_id)
+        if job_ids or importing:
+            session.execute(
+                sa.update(FineTuningJob)
+                .where(col(FineTuningJob.id).in_([*job_ids, *importing]))
+                .values(updated_at=now)
+            )
     if job_ids or importing:
-        log.info("reconciler_requeued", submissions=len(job_ids), imports=len(importing))
+        log.info(
+            "reconciler_requeued", submissions=len(job_ids), imports=len(importing), backlog=backlog
+        )
     return [*job_ids, *importing]
 
 
