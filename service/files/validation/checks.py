@@ -19,7 +19,7 @@ import orjson
 
 from service.files.validation import formats as fmt
 from service.files.validation.codes import CODES
-from service.files.validation.dedup import hash64, near_hash
+from service.files.validation.dedup import digest, hash64, near_digest
 from service.files.validation.pii import find_pii
 from service.files.validation.special_tokens import special_token_pattern
 from service.files.validation.tokens import (
@@ -319,7 +319,12 @@ class ChunkScanner:
         # Counts of batches already made, per example (numpy arrays, grown as needed).
         self._counted: Any = None
         self._counted_assistant: Any = None
-        self._records = array("Q")
+        # Per example: line and format code, and the exact and near-duplicate hashes as
+        # 8-byte digests (no int per example); records() lays them out for the parent.
+        self._record_lines = array("Q")
+        self._record_formats = array("Q")
+        self._exact_digests = bytearray()
+        self._near_digests = bytearray()
         self._cap = config.findings_cap
         self._assistant_tokens = 0
         self._special_tokens = special_token_pattern(config.special_tokens)
@@ -355,10 +360,22 @@ class ChunkScanner:
                 self.emit(index, "encoding_nul_byte", "The line contains NUL (0x00) bytes.")
                 continue
             self.scan_line(index, raw)
-        self.result.records = self._records.tobytes()
+        self.result.records = self._records()
         self.result.legacy.flush()
         self._finish_tokens()
         self.result.messages_hist.update(self._n_messages)
+
+    def _records(self) -> bytes:
+        """(line, exact hash, near hash, format code) per example, as a flat 'Q' array."""
+        import numpy as np
+
+        records = np.empty((len(self._record_lines), 4), dtype=np.uint64)
+        records[:, 0] = self._record_lines
+        exact = np.frombuffer(self._exact_digests, dtype="<u8")
+        records[:, 1] = np.where(exact == 0, 1, exact)  # as hash64: 0 means "none"
+        records[:, 2] = np.frombuffer(self._near_digests, dtype="<u8")
+        records[:, 3] = self._record_formats
+        return records.tobytes()
 
     def _finish_tokens(self) -> None:
         """Adds the deferred counts to their examples; flags the examples over the limit."""
@@ -476,14 +493,10 @@ class ChunkScanner:
                 self.emit(line, code, f"Possible {code[4:].replace('_', ' ')}: {redacted}")
         if self._always_search_special or b"<|" in encoded:
             self._check_special_tokens(line, encoded)
-        self._records.extend(
-            (
-                line,
-                hash64(raw.strip()),
-                near_hash(encoded, self.config.near_min_chars),
-                fmt.FORMAT_CODES[kind],
-            )
-        )
+        self._record_lines.append(line)
+        self._record_formats.append(fmt.FORMAT_CODES[kind])
+        self._exact_digests += digest(raw.strip())
+        self._near_digests += near_digest(encoded, self.config.near_min_chars)
 
     def _check_special_tokens(self, line: int, encoded: bytes) -> None:
         found = self._special_tokens.findall(encoded)

@@ -31,6 +31,25 @@ def normalize_for_near_duplicates(encoded: bytes) -> bytes:
     return encoded.translate(_ASCII_LOWER, _IGNORED_BYTES)
 
 
+DIGEST_BYTES = 8
+_NO_DIGEST = bytes(DIGEST_BYTES)
+_ONE = (1).to_bytes(DIGEST_BYTES, "little")
+
+
+def digest(data: bytes) -> bytes:
+    """hash64's 8 bytes (little-endian), before the int: zero is mapped to one by the reader."""
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
+
+
+def near_digest(encoded: bytes, min_chars: int) -> bytes:
+    """near_hash as 8 little-endian bytes (zero bytes when the text is too short)."""
+    normalized = encoded.translate(_ASCII_LOWER, _IGNORED_BYTES)
+    if len(normalized) < min_chars:
+        return _NO_DIGEST
+    found = hashlib.blake2b(normalized, digest_size=DIGEST_BYTES).digest()
+    return found if found != _NO_DIGEST else _ONE
+
+
 def near_hash(encoded: bytes, min_chars: int) -> int:
     """0 when the normalized text is too short to call two examples near duplicates."""
     normalized = normalize_for_near_duplicates(encoded)
