@@ -275,38 +275,34 @@ def admit() -> list[str]:
         return capacity.admit_all(session)
 
 
-# While the submit queue still holds messages, a stale submission is most likely waiting
-# in it rather than lost: it is re-sent only after this many stale periods.
-BACKLOG_PATIENCE = 10
-
-
 def reconcile() -> list[str]:
     """Re-enqueue submissions whose message was lost (flushed broker, killed worker).
 
     A message is presumed lost when its job has been untouched for ``submit_stale_seconds``
-    and the submit queue has drained (a queue still holding messages is a backlog, not a
-    loss: then only jobs untouched ``BACKLOG_PATIENCE`` times as long are re-sent). Each
-    re-sent job is touched, so it is re-sent at most once per period: a reconciler on its
-    own fast queue must not flood the queue it guards with copies of a backlog."""
+    and the submit queue has drained: a queue still holding messages is a backlog, not a
+    loss, and copies added behind it would only slow it down (each costs an admission under
+    the account lock). A message lost meanwhile is re-sent once the queue drains. Each
+    re-sent job is touched, so it is re-sent at most once per period."""
     settings = get_settings()
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.submit_stale_seconds)
+    # None (the broker cannot say) keeps the old behaviour: re-send what is stale.
     backlog = broker.queue_length(broker.SUBMIT_QUEUE)
-    if backlog != 0:  # waiting messages, or the broker cannot say
-        submit_stale = now - dt.timedelta(seconds=settings.submit_stale_seconds * BACKLOG_PATIENCE)
-    else:
-        submit_stale = stale
     with session_scope() as session:
-        job_ids = list(
-            session.exec(
-                select(FineTuningJob.id)
-                .where(
-                    FineTuningJob.stage.in_([s.value for s in SUBMISSION_STAGES]),  # type: ignore[attr-defined]
-                    FineTuningJob.updated_at < submit_stale,  # type: ignore[operator]
-                    leases.not_leased(FineTuningJob, now),
+        job_ids = (
+            list(
+                session.exec(
+                    select(FineTuningJob.id)
+                    .where(
+                        FineTuningJob.stage.in_([s.value for s in SUBMISSION_STAGES]),  # type: ignore[attr-defined]
+                        FineTuningJob.updated_at < stale,  # type: ignore[operator]
+                        leases.not_leased(FineTuningJob, now),
+                    )
+                    .limit(SWEEP_BATCH)
                 )
-                .limit(SWEEP_BATCH)
             )
+            if not backlog
+            else []
         )
         for job_id in job_ids:
             enqueue("jobs.submit", job_id)
