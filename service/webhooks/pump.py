@@ -4,16 +4,18 @@ attempts in batches.
 One ``webhooks.deliver_due`` task runs one pump. It loops until nothing is due (or its
 ``pump_seconds`` are up, when it hands over to a fresh wake-up):
 
-1. **claim** (one transaction): ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED
-   LIMIT k) RETURNING``, which leases up to k due deliveries to this run's token for the
-   whole attempt's time budget, then reads their endpoints (URL, secrets) in one query.
-   Two pumps never hold the same row: the lease is a compare-and-set, and locked rows are
-   skipped, not waited for. A delivery whose endpoint was disabled is marked ``skipped``.
+1. **claim**: ``WITH due AS MATERIALIZED (SELECT … FOR UPDATE SKIP LOCKED LIMIT k)
+   UPDATE … FROM due … RETURNING``, which leases up to k due deliveries to this run's
+   token for the whole attempt's time budget, then reads their endpoints (URL, secrets) in
+   one query. Two pumps never hold the same row: locked rows are skipped, not waited for,
+   and a locked row is re-checked against ``_due`` (unleased) on its latest version. A
+   delivery whose endpoint was disabled is marked ``skipped``.
 2. **send**: ``Sender`` runs the requests on a thread pool, at most
    ``max_in_flight_per_endpoint`` at once per endpoint; claims leave out endpoints at
    their cap, so a dead endpoint's timeouts never hold back the others.
-3. **record** (one transaction per group of finished sends): every attempt row, the
-   deliveries' outcomes and retry times, the endpoints' failure clocks (and disabling).
+3. **record** (a group of finished sends, in the same transaction as the next claim):
+   every attempt row, the deliveries' outcomes and retry times, the endpoints' failure
+   clocks (and disabling).
    A send whose lease was taken meanwhile is recorded as an attempt only.
 
 Per-object order holds as before: ``delivery._due`` leaves out a delivery while an older
