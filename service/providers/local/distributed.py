@@ -164,19 +164,21 @@ def _follow(
             chunk = events.read()
             buffer += chunk
             *lines, buffer = buffer.split("\n")
-            for line in lines:
-                if line.strip():
-                    last_step = _relay(json.loads(line), spec, callbacks, last_step)
-                    if json.loads(line).get("event") == "step":
-                        last_poll = 0.0  # poll cancel right after each step, like one process
-            if exited and not chunk:
-                return last_step
             now = time.monotonic()
-            if not cancel_sent and now - last_poll >= CANCEL_POLL_SECONDS:
+            # Poll cancel when steps arrive (like one process, every step) and before relaying
+            # them: each relay is a write, and the ranks keep stepping meanwhile. Without new
+            # steps, poll every CANCEL_POLL_SECONDS (a step may be long).
+            parsed = [json.loads(line) for line in lines if line.strip()]
+            stepped = any(event.get("event") == "step" for event in parsed)
+            if not cancel_sent and (stepped or now - last_poll >= CANCEL_POLL_SECONDS):
                 last_poll = now
                 if callbacks.should_cancel():
                     files.cancel.touch()
                     cancel_sent = True
+            for event in parsed:
+                last_step = _relay(event, spec, callbacks, last_step)
+            if exited and not chunk:
+                return last_step
             if not chunk:
                 time.sleep(TAIL_INTERVAL_SECONDS)
 
