@@ -8,8 +8,21 @@ import string
 _ALPHABET = string.ascii_letters + string.digits
 
 
+# Bytes below 248 (= 4 x 62) map onto the alphabet without bias; the rest are dropped.
+_UNBIASED_BELOW = 256 - 256 % len(_ALPHABET)
+
+
 def random_base62(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # One urandom call per id rather than one per character (ids are minted on hot paths:
+    # every delivery, event and outbox row).
+    chars: list[str] = []
+    while len(chars) < length:
+        for byte in secrets.token_bytes(length + 8):
+            if byte < _UNBIASED_BELOW:
+                chars.append(_ALPHABET[byte % len(_ALPHABET)])
+                if len(chars) == length:
+                    break
+    return "".join(chars)
 
 
 def new_id(prefix: str, length: int = 24) -> str:
