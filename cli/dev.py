@@ -103,6 +103,7 @@ DEV_KEY_FILE = "dev-admin.key"
 WORKER_READY = "ready."
 BEAT_READY = "beat: Starting"
 BANNER_WAIT_SECONDS = 60.0
+API_READY_SECONDS = 120.0
 
 
 def _still_valid(token: str, team_id: str) -> bool:
@@ -225,7 +226,8 @@ def dev(host: str, port: int, sandbox_port: int, data_dir: Path | None, quiet: b
         group.start("beat", beat_command(), ready_line=BEAT_READY)
         if settings.local.allowed_base_models:
             _start_local(group, settings)
-        wait_http_ok(f"http://{host}:{port}/healthz", proc=api_proc)
+        # Generous: on a loaded machine the API starts beside three Celery processes.
+        wait_http_ok(f"http://{host}:{port}/healthz", timeout=API_READY_SECONDS, proc=api_proc)
         key, reused = _dev_admin_key(data)
         api_url = f"http://{host}:{port}/v1"
         lines = [f"FTQ_API_URL={api_url}", f"FTQ_API_KEY={key}"]
