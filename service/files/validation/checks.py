@@ -297,8 +297,8 @@ class ChunkScanner:
         self.config = config
         self.result = ChunkResult(start=start, end=end)
         counter = get_counter(config.encoding, config.token_cache_size)
-        # Cached: strings that repeat (system prompts, templates, roles). Assistant replies
-        # are nearly always distinct, so they skip the cache's hashing and eviction.
+        # LRU-cached, for strings that repeat (system prompts, roles, tool schemas); other
+        # contents are deferred and counted a batch at a time (_defer, batch_count.py).
         self._count = counter.count
         self._count_many = counter.count_many
         self._role_tokens = {
@@ -531,8 +531,8 @@ class ChunkScanner:
     ) -> tuple[int, bool, bool, bool, bool, set[str], set[str]]:
         """Validates a message list. Returns (tokens, has_system, has_user, has_assistant,
         has_trainable_assistant, called_function_names, tool_call_ids); assistant content
-        tokens are left in ``self._assistant_tokens``. User and assistant contents are
-        deferred (see _defer): their tokens are not in either figure yet; ``outputs`` says
+        tokens are left in ``self._assistant_tokens``. Contents other than system prompts
+        are deferred (see _defer): their tokens are not in either figure yet; ``outputs`` says
         whether assistant contents count as the example's assistant tokens."""
         count, defer, role_tokens = self._count, self._defer, self._role_tokens
         tokens = 0
