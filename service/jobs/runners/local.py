@@ -153,9 +153,25 @@ def cancel_requested(session: Session, job: FineTuningJob) -> FineTuningJob:
     if running:
         session.add(job)
         add_event(session, job, "Cancellation requested; training stops before the next step.")
+        _flag_multi_process_cancel(job.id)
         return job
     lifecycle.cancel(session, job, "Job cancelled before a training worker ran it.")
     return job
+
+
+def _flag_multi_process_cancel(job_id: str) -> None:
+    """Also raise the cancel flag the ranks of a multi-process run read before every step,
+    when this process shares the data folder: they stop without waiting for their parent's
+    next poll of ``cancel_requested``, which trails behind its event writes. Best effort; the
+    parent's poll of the database (the truth) raises it anyway."""
+    from service.providers.local.distributed import RUN_DIR, RunFiles
+
+    files = RunFiles(output_dir(job_id) / RUN_DIR)
+    try:
+        if files.launch.is_file():
+            files.cancel.touch()
+    except OSError:
+        log.warning("local_cancel_flag_not_written", job_id=job_id)
 
 
 # Claim and reconcile ------------------------------------------------------------------------
