@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from service import broker
 from service.config import Settings, get_settings
 from service.db import get_engine
 from service.providers.base import ProviderError
@@ -96,13 +97,19 @@ class MeteredCalls:
 
 def queue_depth(settings: Settings) -> dict[str, int]:
     """Messages waiting in each Celery queue (Redis lists, or the filesystem folder)."""
-    queues = ("ftq", "training", "evals")
+    queues = (
+        broker.DEFAULT_QUEUE,
+        broker.SUBMIT_QUEUE,
+        broker.SWEEP_QUEUE,
+        broker.TRAINING_QUEUE,
+        broker.EVALS_QUEUE,
+    )
     if _uses_redis(settings):
         client = _redis(settings.resolved_broker_url)
         return {q: int(client.llen(q)) for q in queues}
     folder = Path(settings.broker_folder) / "queue"
     count = sum(1 for _ in folder.glob("*")) if folder.exists() else 0
-    return {"ftq": count}
+    return {broker.DEFAULT_QUEUE: count}
 
 
 class StateCollector(Collector):
