@@ -103,11 +103,15 @@ def _claim_due(owner: str) -> list[_Due]:
         )
         .order_by(col(FineTuningJob.next_poll_at))
         .limit(SWEEP_BATCH)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=FineTuningJob)  # type: ignore[arg-type]
+        # MATERIALIZED: the locking select runs exactly once; as an ``IN (subquery)`` the
+        # planner may rescan it and lease more than SWEEP_BATCH rows in one sweep.
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
     claim = (
         sa.update(FineTuningJob)
-        .where(col(FineTuningJob.id).in_(due_ids.scalar_subquery()))
+        .where(col(FineTuningJob.id) == due_ids.c.id)
         .values(
             lease_owner=owner,
             lease_expires_at=now + dt.timedelta(seconds=settings.lease_seconds),
@@ -120,6 +124,7 @@ def _claim_due(owner: str) -> list[_Due]:
             col(FineTuningJob.cancel_requested),
             col(FineTuningJob.next_poll_at),
         )
+        .execution_options(synchronize_session=False)
     )
     with session_scope() as session:
         rows = session.execute(claim).all()
