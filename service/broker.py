@@ -7,11 +7,46 @@ without importing the task code.
 from __future__ import annotations
 
 import functools
+import os
+import time
+import uuid
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.json import dumps
 
 from service.config import Settings, get_settings
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):  # type: ignore[misc]
+    """kombu's filesystem channel, but a message appears in the folder only once written.
+
+    kombu opens the message file under its final name and then writes it; a consumer that
+    lists the folder in between moves the empty file away and dies on the JSON (an
+    "Unrecoverable error" that stops the worker). Here the message is written under a name
+    no queue matches and renamed into place, so a consumer sees all of it or nothing."""
+
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        stamp = round(time.monotonic() * 1000)
+        final = os.path.join(self.data_folder_out, f"{stamp}_{uuid.uuid4()}.{queue}.msg")
+        partial = os.path.join(self.data_folder_out, f".{uuid.uuid4()}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(dumps(payload).encode())
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):  # type: ignore[misc]
+    Channel = _AtomicFilesystemChannel
+
+
+# Every process that talks to the broker imports this module first (the worker app, the
+# publishers), so ``filesystem://`` resolves to the atomic variant everywhere.
+TRANSPORT_ALIASES["filesystem"] = f"{__name__}:AtomicFilesystemTransport"
 
 # Queues. A user's submission never waits behind following work: submissions (and the
 # admission that hands out slots, and a cancel to pass on) have their own queue, the sweep

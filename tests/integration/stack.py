@@ -24,8 +24,10 @@ import redis
 from openai import OpenAI
 
 from cli.processes import (
+    ALL_QUEUES,
     CONTROL_CONCURRENCY,
     CONTROL_QUEUES,
+    FOLLOW_QUEUES,
     ProcessGroup,
     api_command,
     beat_command,
@@ -204,12 +206,12 @@ class Stack:
 
             upgrade(get_settings().resolved_database_url)
 
-    def start(self, *, workers: int = 1, beat: bool = True) -> Stack:
+    def start(self, *, workers: int = 1, beat: bool = True, split_queues: bool = False) -> Stack:
         self.migrate()
         sandbox = self.group.start("sandbox", sandbox_command("127.0.0.1", self._sandbox_port))
         api = self.group.start("api", api_command("127.0.0.1", self._api_port))
         for index in range(workers):
-            self.start_worker(f"worker{index}")
+            self.start_worker(f"worker{index}", control=split_queues)
         if beat:
             self.start_beat()
         wait_http_ok(f"{self.sandbox_url}/healthz", proc=sandbox)
@@ -217,13 +219,22 @@ class Stack:
         return self
 
     def start_worker(
-        self, name: str = "worker0", concurrency: int = 2, *, control: bool = True
+        self,
+        name: str = "worker0",
+        concurrency: int = 2,
+        *,
+        control: bool = False,
+        queues: str | None = None,
     ) -> None:
-        """The production layout, as one unit: ``name`` consumes the following work (polls,
-        files, webhooks), and its companion (``submitter0`` for ``worker0``) consumes only
-        submissions and the sweep. ``kill(name)`` takes both down, like losing a host."""
+        """One worker consuming every queue (a small install's layout, and one process
+        fewer per stack on a 2-core CI machine); with ``control``, the production layout
+        as one unit: ``name`` consumes the following work (polls, files, webhooks) and its
+        companion (``submitter0`` for ``worker0``) only submissions and the sweep.
+        ``kill(name)`` takes both down, like losing a host."""
+        queues = queues or (FOLLOW_QUEUES if control else ALL_QUEUES)
         self.group.start(
-            name, worker_command(name=f"{name}-{self._owner}", concurrency=concurrency)
+            name,
+            worker_command(name=f"{name}-{self._owner}", concurrency=concurrency, queues=queues),
         )
         if control:
             self.start_submitter(submitter_name(name))

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from cli.processes import FOLLOW_QUEUES
 from tests.integration.stack import REDIS_HOST, REDIS_PORT, Stack, wait_for
 
 MODEL = "gpt-4o-mini-2024-07-18"
@@ -47,7 +48,9 @@ def _upstream_events(stack: Stack, job_id: str) -> int:
 def test_submissions_and_sweep_run_while_the_polling_worker_is_down(dataset: Path) -> None:
     stack = Stack("queues")
     try:
-        stack.start(workers=1)  # worker0 (polls, files, webhooks) + submitter0 (submit, sweep)
+        stack.start(
+            workers=1, split_queues=True
+        )  # worker0 (polls, files, webhooks) + submitter0 (submit, sweep)
         team = stack.create_team()
         client = stack.client(team.keys["member"])
         with dataset.open("rb") as handle:
@@ -92,7 +95,7 @@ def test_submissions_and_sweep_run_while_the_polling_worker_is_down(dataset: Pat
         assert all(_upstream_events(stack, j) == 0 for j in job_ids)
         assert not any(task == "jobs.submit" for task, _ in waiting)
 
-        stack.start_worker("worker1", control=False)  # a polling worker is back
+        stack.start_worker("worker1", queues=FOLLOW_QUEUES)  # a polling worker is back
         wait_for(
             lambda: all(_upstream_events(stack, j) > 0 for j in job_ids),
             timeout=120,

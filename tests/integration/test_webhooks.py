@@ -255,7 +255,7 @@ def test_a_job_run_delivers_every_status_event_once_in_order(
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id)
     done = wait_for(
         lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in TERMINAL and j,
-        timeout=60,
+        timeout=150,
         what="the job to finish",
     )
     assert done.status == "succeeded"
@@ -310,8 +310,9 @@ def test_down_then_500_then_recovered_gets_each_event_once_with_a_stable_id(
         seen = [h for h in receiver.hits if h.webhook_id == hit.webhook_id]
         return 500 if len(seen) == 1 else 200
 
-    receiver = receivers(first_500_then_ok, port=port)
-    receiver.secret = admin.get(f"/webhook_endpoints/{endpoint['id']}/secret").json()["secret"]
+    # The secret before the port opens: a retry may arrive the moment it listens.
+    secret = admin.get(f"/webhook_endpoints/{endpoint['id']}/secret").json()["secret"]
+    receiver = receivers(first_500_then_ok, port=port, secret=secret)
     wait_for(lambda: len(receiver.successes()) == 2, timeout=30, what="both events delivered")
     settled(admin, endpoint["id"], 2)
 
