@@ -44,7 +44,7 @@ def start_jobs(client: OpenAI, dataset: Path, count: int, **extra: Any) -> list[
     ]
 
 
-def wait_terminal(client: OpenAI, job_ids: list[str], timeout: float = 150) -> dict[str, Any]:
+def wait_terminal(client: OpenAI, job_ids: list[str], timeout: float = 280) -> dict[str, Any]:
     def all_done() -> dict[str, Any] | None:
         jobs = {job_id: client.fine_tuning.jobs.retrieve(job_id) for job_id in job_ids}
         return jobs if all(j.status in TERMINAL for j in jobs.values()) else None
@@ -212,6 +212,7 @@ def test_a_flaky_upstream_slows_jobs_but_never_duplicates_or_fails_them(dataset:
         assert len(faults) >= 5, "the upstream really misbehaved"
 
 
+@pytest.mark.timeout(600)
 def test_two_beats_do_not_duplicate_polls_events_or_outbox_rows(dataset: Path) -> None:
     with private_stack("twobeats") as stack:
         stack.start()

@@ -443,9 +443,10 @@ def _job_dir(local: Local, job_id: str) -> Path:
     return local.stack.root / "local-models" / job_id
 
 
+@pytest.mark.timeout(600)
 def test_two_process_job_trains_and_answers(local: Local) -> None:
     job = _create(local, METHODS["lora"], suffix="ddp", resources={"processes": 2})
-    done = _wait_done(local, job.id, timeout=240)
+    done = _wait_done(local, job.id, timeout=420)
     assert done.status == "succeeded", done.error
     info = json.loads((local.final_dir(job.id) / "ftq_model.json").read_text())
     assert info["processes"] == 2
@@ -486,6 +487,7 @@ def test_dpo_job_makes_the_preferred_answers_the_models_answers(
     assert len(hits) >= N_TRAIN * 3 // 4, hits
 
 
+@pytest.mark.timeout(600)
 def test_two_process_job_cancels_within_a_step(local: Local) -> None:
     job = _create(
         local,
@@ -498,7 +500,7 @@ def test_two_process_job_cancels_within_a_step(local: Local) -> None:
     )
     wait_for(
         lambda: _train_losses(_events(local, job.id)),
-        timeout=90,
+        timeout=240,
         what="the first training step",
     )
     local.client.fine_tuning.jobs.cancel(job.id)
@@ -507,7 +509,7 @@ def test_two_process_job_cancels_within_a_step(local: Local) -> None:
     # ranks on a busy machine, so their order says nothing about when the ranks stopped.
     steps_log = _job_dir(local, job.id) / "run" / "events.jsonl"
     at_cancel = _logged_steps(steps_log)
-    done = _wait_done(local, job.id, timeout=60)
+    done = _wait_done(local, job.id, timeout=180)
     assert done.status == "cancelled"
     # The step in flight, and at most one that started while the flag was being written.
     trained_after = _logged_steps(steps_log) - at_cancel
@@ -522,6 +524,7 @@ def _logged_steps(events_file: Path) -> int:
     return sum(1 for line in complete if line.strip() and json.loads(line)["event"] == "step")
 
 
+@pytest.mark.timeout(600)
 def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
     client = local.client
     job = _create(
@@ -535,14 +538,14 @@ def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
     )
     wait_for(
         lambda: client.fine_tuning.jobs.checkpoints.list(job.id).data,
-        timeout=120,
+        timeout=240,
         interval=0.05,
         what="the first checkpoint",
     )
     pid_file = _job_dir(local, job.id) / "run" / "rank-1.pid"
     os.kill(int(pid_file.read_text()), 9)  # one rank only; the worker lives on
 
-    done = _wait_done(local, job.id, timeout=240)
+    done = _wait_done(local, job.id, timeout=420)
     assert done.status == "succeeded", done.error
     events = _events(local, job.id)
     resumed = [e for e in events if (e.data or {}).get("resumed_from_step")]
@@ -551,6 +554,7 @@ def test_two_process_job_survives_a_killed_rank(local: Local) -> None:
     assert steps.count(1) == 1 and steps[-1] == 160
 
 
+@pytest.mark.timeout(600)
 def test_fsdp_job_trains_and_answers(local: Local) -> None:
     """Full fine-tuning sharded over two ranks (FSDP2, gloo): from upload to a model that
     answers, in the same result format as one process."""
@@ -562,7 +566,7 @@ def test_fsdp_job_trains_and_answers(local: Local) -> None:
         validation_file=local.valid_file,
         resources={"processes": 2, "strategy": "fsdp"},
     )
-    done = _wait_done(local, job.id, timeout=240)
+    done = _wait_done(local, job.id, timeout=420)
     assert done.status == "succeeded", done.error
     info = json.loads((local.final_dir(job.id) / "ftq_model.json").read_text())
     assert (info["processes"], info["strategy"], info["kind"]) == (2, "fsdp", "model")

@@ -101,6 +101,7 @@ def test_cancel_stops_every_rank_within_a_step(tiny_base, data_files, tmp_path):
     assert not (tmp_path / "final").exists()
 
 
+@pytest.mark.timeout(600)
 def test_a_killed_rank_ends_the_run_and_the_next_attempt_resumes(tiny_base, data_files, tmp_path):
     """One rank SIGKILLed: the run ends with TrainingProcessFailed, and the next attempt
     resumes from the newest checkpoint and loses nothing — the spliced loss curve equals an
