@@ -388,7 +388,12 @@ def _record_upstream(job_id: str, owner: str, upstream: UpstreamJob) -> bool:
             # sweep still reads the job's status at its next pass (whichever comes first
             # takes the lease; the other finds it taken and does nothing).
             leases.clear(job)
-            enqueue("jobs.poll", job_id, owner)
+            if job.cancel_requested:
+                # Cancelled while the create was in flight: the provider hears it now, from
+                # the submit queue, not after a backlog of polls (the job may end meanwhile).
+                enqueue("jobs.poll_now", job_id)
+            else:
+                enqueue("jobs.poll", job_id, owner)
         session.add(job)
         return ours
 
