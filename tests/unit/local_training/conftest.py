@@ -150,3 +150,25 @@ def reproduced(model_dir: Path, cache) -> list[str]:
         if reply == answer:
             hits.append(question)
     return hits
+
+
+# A multi-process run (DDP or FSDP) against one process on the same data: per-step losses
+# within this, the same learning rates, tokens, evaluation steps and checkpoint steps.
+LOSS_TOLERANCE = 1e-4
+
+
+def assert_same_curve(
+    got: RecordingCallbacks, want: RecordingCallbacks, *, steps: int, checkpoints: list[int]
+) -> None:
+    assert [s[0] for s in got.steps] == list(range(1, steps + 1))
+    for (step, _, loss, lr, tokens), (_, _, want_loss, want_lr, want_tokens) in zip(
+        got.steps, want.steps, strict=True
+    ):
+        assert abs(loss - want_loss) < LOSS_TOLERANCE, (step, loss, want_loss)
+        assert lr == pytest.approx(want_lr) and tokens == want_tokens
+    assert [s for s, _ in got.evals] == [s for s, _ in want.evals]
+    assert all(
+        abs(a - b) < LOSS_TOLERANCE for (_, a), (_, b) in zip(got.evals, want.evals, strict=True)
+    )
+    assert [c[0] for c in got.checkpoints] == checkpoints
+    assert all(got.checkpoint_complete_at_callback)

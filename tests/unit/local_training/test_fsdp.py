@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.local_training.conftest import RecordingCallbacks, make_spec
+from tests.unit.local_training.conftest import (
+    LOSS_TOLERANCE,
+    RecordingCallbacks,
+    assert_same_curve,
+    make_spec,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-LOSS_TOLERANCE = 1e-4
 WEIGHT_TOLERANCE = 1e-4
 # 16 examples, batch 4: 4 steps an epoch.
 SHORT_EPOCHS = 5
@@ -79,20 +83,8 @@ def test_fsdp_follows_the_single_process_loss_curve(tiny_base, data_files, tmp_p
     result = train(spec, data_files[0], data_files[1], callbacks)
 
     assert result.strategy == "fsdp" and reference.strategy == "single"
-    assert [s[0] for s in callbacks.steps] == list(range(1, 21))
-    for (step, _, got, lr, tokens), (_, _, want, want_lr, want_tokens) in zip(
-        callbacks.steps, expected.steps, strict=True
-    ):
-        assert abs(got - want) < LOSS_TOLERANCE, (step, got, want)
-        assert lr == pytest.approx(want_lr) and tokens == want_tokens
-    assert [s for s, _ in callbacks.evals] == [s for s, _ in expected.evals]
-    assert all(
-        abs(a - b) < LOSS_TOLERANCE
-        for (_, a), (_, b) in zip(callbacks.evals, expected.evals, strict=True)
-    )
+    assert_same_curve(callbacks, expected, steps=20, checkpoints=[8, 16])
     # Checkpoints gathered to rank 0 in the single-process format: same files, same tensors.
-    assert [c[0] for c in callbacks.checkpoints] == [8, 16]
-    assert all(callbacks.checkpoint_complete_at_callback)
     for (_, path, _), (_, want_path, _) in zip(
         callbacks.checkpoints, expected.checkpoints, strict=True
     ):
