@@ -21,6 +21,23 @@ from service.logging import configure_logging
 
 settings = get_settings()
 
+# The shortest life of a periodic wake-up: a worker's clock a little behind beat's must not
+# find every message already expired.
+MIN_WAKE_UP_LIFE_SECONDS = 2.0
+
+
+def every(task: str, seconds: float) -> dict[str, Any]:
+    """A beat entry whose message expires when the next one is due.
+
+    Periodic tasks are wake-ups that re-read Postgres, so a late copy is worth nothing once
+    a fresh one is queued. Without expiry, a worker that was down, or slower than beat,
+    meets a backlog of identical sweeps in front of the real work (polls, submissions,
+    deliveries), and the backlog grows for as long as it stays behind.
+    """
+    life = max(seconds, MIN_WAKE_UP_LIFE_SECONDS)
+    return {"task": task, "schedule": seconds, "options": {"expires": life}}
+
+
 app = Celery("ftq")
 app.conf.update(
     base_config(settings),
@@ -33,31 +50,21 @@ app.conf.update(
     worker_hijack_root_logger=False,
     worker_redirect_stdouts=False,
     beat_schedule={
-        "dashboard.purge_sessions": {"task": "dashboard.purge_sessions", "schedule": 3600.0},
-        "jobs.sweep": {"task": "jobs.sweep", "schedule": settings.sweep_interval_seconds},
-        "jobs.admit": {"task": "jobs.admit", "schedule": settings.sweep_interval_seconds},
+        "dashboard.purge_sessions": every("dashboard.purge_sessions", 3600.0),
+        "jobs.sweep": every("jobs.sweep", settings.sweep_interval_seconds),
+        "jobs.admit": every("jobs.admit", settings.sweep_interval_seconds),
         # Every runner's lost work (submissions, result imports, local training runs).
-        "jobs.reconcile": {
-            "task": "jobs.reconcile",
-            "schedule": settings.reconcile_interval_seconds,
-        },
-        "files.reconcile": {
-            "task": "files.reconcile",
-            "schedule": settings.reconcile_interval_seconds,
-        },
+        "jobs.reconcile": every("jobs.reconcile", settings.reconcile_interval_seconds),
+        "files.reconcile": every("files.reconcile", settings.reconcile_interval_seconds),
         # Webhooks: outbox rows to deliveries, and due deliveries (retries, lost messages).
-        "webhooks.fanout": {"task": "webhooks.fanout", "schedule": settings.sweep_interval_seconds},
-        "webhooks.sweep": {"task": "webhooks.sweep", "schedule": settings.sweep_interval_seconds},
+        "webhooks.fanout": every("webhooks.fanout", settings.sweep_interval_seconds),
+        "webhooks.sweep": every("webhooks.sweep", settings.sweep_interval_seconds),
         # Evals: runs whose lease lapsed or message was lost; gates that stopped progressing.
-        "evals.reconcile": {
-            "task": "evals.reconcile",
-            "schedule": settings.reconcile_interval_seconds,
-        },
+        "evals.reconcile": every("evals.reconcile", settings.reconcile_interval_seconds),
         # Model registry: shutdown_approaching / retired notices, each sent once.
-        "registry.shutdown_alerts": {
-            "task": "registry.shutdown_alerts",
-            "schedule": settings.registry.alert_interval_seconds,
-        },
+        "registry.shutdown_alerts": every(
+            "registry.shutdown_alerts", settings.registry.alert_interval_seconds
+        ),
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     include=[

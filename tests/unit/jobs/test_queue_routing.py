@@ -84,3 +84,14 @@ def test_the_layout_consumes_every_queue_once_and_keeps_submissions_apart() -> N
     assert every == follow | control
     # ``ftq worker`` without --queues serves everything (a one-worker install).
     assert set(ALL_QUEUES.split(",")) == every
+
+
+def test_every_periodic_wake_up_expires_by_the_time_the_next_is_due() -> None:
+    from workers.app import MIN_WAKE_UP_LIFE_SECONDS, app
+
+    schedule = app.conf.beat_schedule
+    assert {"jobs.sweep", "jobs.admit", "jobs.reconcile", "webhooks.fanout"} <= set(schedule)
+    for name, entry in schedule.items():
+        life = entry["options"]["expires"]
+        # A worker that fell behind finds at most a couple of copies of each, never a backlog.
+        assert life == max(entry["schedule"], MIN_WAKE_UP_LIFE_SECONDS), name
