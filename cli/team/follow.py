@@ -136,7 +136,9 @@ def follow(
 
     live = Live(view(), console=console, refresh_per_second=4, transient=True)
     try:
-        if not as_json:
+        # The live view (and its refresh thread) only on a terminal: piped into a log or a
+        # CI job, follow prints plain lines, and Ctrl-C never meets a second thread.
+        if not as_json and console.is_terminal:
             live.start()
         while True:
             events, fresh, previous = poll(client, watch)
