@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import openai
 from openai import AsyncOpenAI
 
-from cli.processes import api_command, sandbox_command, wait_http_ok
 from tests.integration.stack import Stack
 
 TEAMS = 10
@@ -302,16 +301,7 @@ def group_cpu_seconds(pgid: int) -> float:
 
 def start(stack: Stack, api_workers: int) -> None:
     """Stack.start's layout with the API run as ``api_workers`` uvicorn processes."""
-    if api_workers == 1:
-        stack.start(workers=0)
-    else:
-        stack.migrate()
-        sandbox = stack.group.start("sandbox", sandbox_command("127.0.0.1", stack._sandbox_port))
-        command = [*api_command("127.0.0.1", stack._api_port), "--workers", str(api_workers)]
-        api = stack.group.start("api", command)
-        stack.start_beat()
-        wait_http_ok(f"{stack.sandbox_url}/healthz", proc=sandbox)
-        wait_http_ok(f"{stack.api_url}/healthz", timeout=60, proc=api)
+    stack.start(workers=0, api_processes=api_workers)
     stack.start_worker("worker0", concurrency=4)
 
 

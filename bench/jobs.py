@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
 
+from cli.processes import FOLLOW_QUEUES
 from tests.integration.stack import Stack
 
 DATASET = "\n".join(
@@ -85,6 +86,8 @@ def run(
     window: float,
     baseline_jobs: int,
     submit_concurrency: int = 4,
+    api_processes: int = 2,
+    baseline_window: float | None = None,
 ) -> dict[str, Any]:
     scale = hour_seconds / 3600.0
     env = {
@@ -112,9 +115,9 @@ def run(
     try:
         # The production layout: polling workers (2 x 2 slots) and a submitter that consumes
         # only the submit and sweep queues.
-        stack.start(workers=0)
+        stack.start(workers=0, api_processes=api_processes)
         for name in ("worker0", "worker1"):
-            stack.start_worker(name, control=False)
+            stack.start_worker(name, queues=FOLLOW_QUEUES)
         stack.start_submitter("submitter0", concurrency=submit_concurrency)
         team = stack.create_team("bench")
         client = stack.client(team.keys["member"], max_retries=3)
@@ -208,7 +211,8 @@ def run(
         # The naive poller's cost per job does not depend on N (every job, every 10 s), so it
         # is measured on a sample small enough for this machine to actually sustain.
         sample = upstream_ids[: min(n_jobs, baseline_jobs)]
-        baseline_requests = naive_poller(stack, sample, 10 * scale, window)
+        baseline_window = baseline_window or window
+        baseline_requests = naive_poller(stack, sample, 10 * scale, baseline_window)
 
         jobs_hours = n_jobs * window / hour_seconds
         return {
@@ -223,7 +227,8 @@ def run(
             "burst_drain_creates_per_s": drain_rate,
             "ftq_per_job_hour": ftq_requests / jobs_hours,
             "ftq_per_s": ftq_requests / (window / scale),
-            "naive_per_job_hour": baseline_requests / (len(sample) * window / hour_seconds),
+            "naive_per_job_hour": baseline_requests
+            / (len(sample) * baseline_window / hour_seconds),
             "late_p50_s": statistics.median(lateness) if lateness else float("nan"),
             "late_p99_s": percentile(lateness, 0.99) if lateness else float("nan"),
             "late_max_s": max(lateness) if lateness else float("nan"),
@@ -301,12 +306,30 @@ def main() -> None:
     parser.add_argument("--window-seconds", type=float, default=None, help="default: one hour")
     parser.add_argument("--baseline-jobs", type=int, default=50)
     parser.add_argument(
+        "--baseline-window-seconds",
+        type=float,
+        default=None,
+        help="how long the naive poller runs (default: the window); its cost per job-hour "
+        "does not depend on it",
+    )
+    parser.add_argument(
         "--submit-concurrency", type=int, default=4, help="slots of the submit/sweep worker"
+    )
+    parser.add_argument(
+        "--api-processes", type=int, default=2, help="uvicorn processes (compose runs 2)"
     )
     args = parser.parse_args()
     window = args.window_seconds or args.hour_seconds
     rows = [
-        run(n, args.hour_seconds, window, args.baseline_jobs, args.submit_concurrency)
+        run(
+            n,
+            args.hour_seconds,
+            window,
+            args.baseline_jobs,
+            args.submit_concurrency,
+            args.api_processes,
+            args.baseline_window_seconds,
+        )
         for n in args.jobs
     ]
     for row in rows:

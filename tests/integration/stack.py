@@ -206,10 +206,20 @@ class Stack:
 
             upgrade(get_settings().resolved_database_url)
 
-    def start(self, *, workers: int = 1, beat: bool = True, split_queues: bool = False) -> Stack:
+    def start(
+        self,
+        *,
+        workers: int = 1,
+        beat: bool = True,
+        split_queues: bool = False,
+        api_processes: int = 1,
+    ) -> Stack:
+        """``api_processes`` above 1 runs uvicorn with ``--workers`` (what ``ftq api
+        --workers N`` runs; the compose file runs 2)."""
         self.migrate()
         sandbox = self.group.start("sandbox", sandbox_command("127.0.0.1", self._sandbox_port))
-        api = self.group.start("api", api_command("127.0.0.1", self._api_port))
+        api_args = ["--workers", str(api_processes)] if api_processes > 1 else []
+        api = self.group.start("api", [*api_command("127.0.0.1", self._api_port), *api_args])
         for index in range(workers):
             self.start_worker(f"worker{index}", control=split_queues)
         if beat:
