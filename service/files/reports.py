@@ -16,6 +16,7 @@ import sqlalchemy as sa
 import structlog
 from sqlmodel import Session, col, select
 
+from service import broker
 from service.config import get_settings
 from service.db import session_scope, utcnow
 from service.dispatch import enqueue
@@ -191,9 +192,14 @@ def _store(file_id: str, report: dict | None, *, error: str | None = None) -> No
 
 
 def reconcile() -> list[str]:
-    """Re-enqueue validations whose message was lost or whose worker died."""
+    """Re-enqueue validations whose message was lost or whose worker died.
+
+    As the job reconciler: while the validations' queue holds messages, a pending file is
+    in a backlog, not lost, and copies added behind it every tick would only grow it."""
     now = utcnow()
     stale = now - dt.timedelta(seconds=get_settings().submit_stale_seconds)
+    if broker.queue_length(broker.queue_for("files.validate")):
+        return []
     with session_scope() as session:
         file_ids = list(
             session.exec(

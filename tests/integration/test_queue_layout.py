@@ -117,3 +117,50 @@ def test_submissions_and_sweep_run_while_the_polling_worker_is_down(dataset: Pat
         raise
     finally:
         stack.stop()
+
+
+def test_a_pending_validation_is_resent_only_when_its_queue_has_drained() -> None:
+    """The files reconciler, like the jobs one: a backlog is not a loss. Copies added behind
+    a backlog every tick would only grow it."""
+    import datetime as dt
+
+    stack = Stack("filesreconcile")  # no processes: nothing consumes the queue
+    try:
+        stack.migrate()
+        team = stack.create_team()
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=stack.redis_db)
+        with stack.settings_env():
+            from service import broker
+            from service.dispatch import install_publisher
+            from service.files import reports
+            from service.files.models import File
+
+            install_publisher(broker.publish)
+            try:
+
+                def add_pending(session: Any) -> None:
+                    session.add(
+                        File(
+                            id="file-pendinglost",
+                            team_id=team.id,
+                            filename="lost.jsonl",
+                            purpose="fine-tune",
+                            bytes=1,
+                            sha256="0" * 64,
+                            storage_key="lost",
+                            created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+                        )
+                    )
+
+                stack.db(add_pending)
+                queue = broker.queue_for("files.validate")
+                broker.publish("files.validate", ("file-other",), {})  # another file's backlog
+                assert reports.reconcile() == []
+                assert client.llen(queue) == 1
+                client.delete(queue)  # drained: the pending file's message is presumed lost
+                assert reports.reconcile() == ["file-pendinglost"]
+                assert [args for _, args in _queued_tasks(stack, queue)] == ["['file-pendinglost']"]
+            finally:
+                install_publisher(None)
+    finally:
+        stack.stop()
