@@ -62,7 +62,8 @@ def next_check(group: str, now: float) -> float:
 def metrics_interval(running_jobs: int) -> float:
     """Seconds between two per-job polls of a running job on an account with
     ``running_jobs`` of them: the adaptive cap, or longer to stay within the budget
-    (each such poll costs about two requests: events and checkpoints)."""
+    (each such poll costs two requests: events and checkpoints; the status comes from the
+    group's list call)."""
     settings = get_settings()
     budget = max(0.1, settings.metrics_poll_budget_per_second)
     return max(settings.poll_interval_max_seconds, running_jobs * 2.0 / budget)

@@ -267,8 +267,10 @@ def sweep(owner_prefix: str) -> list[str]:
                     lease_expires_at=None,
                 )
             )
-        for job_id in [*plan.poll, *plan.follow]:
+        for job_id in plan.poll:
             enqueue("jobs.poll", job_id, owner)
+        for job_id in plan.follow:
+            enqueue("jobs.poll", job_id, owner, True)  # the status is known: events only
     return [due.job_id for due in claimed]
 
 
@@ -338,8 +340,14 @@ def reconcile() -> list[str]:
 
 
 def _sync(
-    job_id: str, owner: str, upstream: UpstreamJob, provider_events: list, checkpoints: list
+    job_id: str,
+    owner: str,
+    upstream: UpstreamJob | None,
+    provider_events: list,
+    checkpoints: list,
 ) -> None:
+    """Record what one poll read. ``upstream`` is None for a follow-up of a sweep that
+    already recorded the status (and set the next check) from its group's list call."""
     with session_scope() as session:
         job = session.get(FineTuningJob, job_id, with_for_update=True)
         if job is None or job.lease_owner != owner:
@@ -386,6 +394,11 @@ def _sync(
                         upstream_checkpoint_id=ckpt.id,
                     ),
                 )
+        if upstream is None:
+            leases.clear(job)
+            job.updated_at = utcnow()
+            session.add(job)
+            return
         status = lifecycle.map_status(upstream.status)
         changed = status is not None and status != job.upstream_status
         if status is not None:
@@ -483,8 +496,13 @@ def poll_now(job_id: str) -> None:
     poll(job_id, f"now:{ids.random_base62(8)}")
 
 
-def poll(job_id: str, owner: str) -> None:
-    """One poll of one job under the lease the sweeper gave ``owner``."""
+def poll(job_id: str, owner: str, status_known: bool = False) -> None:
+    """One poll of one job under the lease the sweeper gave ``owner``.
+
+    ``status_known``: the sweep enqueued it after reading (and recording) the job's status
+    from its group's list call, so only events and checkpoints are read here; retrieving the
+    job again would be a third request for nothing (a cancel asked for meanwhile still
+    retrieves, to pass it on)."""
     if not _renew_lease(job_id, owner):
         return
     with session_scope() as session:
@@ -502,14 +520,19 @@ def poll(job_id: str, owner: str) -> None:
         _back_off(job_id, owner, ProviderError(str(exc), kind=ErrorKind.transient))
         return
     try:
-        upstream = provider.get_job(upstream_id)
-        if cancel and lifecycle.map_status(upstream.status) not in TERMINAL_STATUSES:
+        upstream = None if status_known and not cancel else provider.get_job(upstream_id)
+        if (
+            upstream is not None
+            and cancel
+            and lifecycle.map_status(upstream.status) not in TERMINAL_STATUSES
+        ):
             upstream = provider.cancel_job(upstream_id)
+        status_now = lifecycle.map_status(upstream.status) if upstream else status_before
         events = provider.list_new_events(upstream_id, cursor)
         # Checkpoints appear while running and at the end; skip the call before that.
         checkpoints = (
             provider.list_checkpoints(upstream_id)
-            if lifecycle.map_status(upstream.status) in (JobStatus.running, JobStatus.succeeded)
+            if status_now in (JobStatus.running, JobStatus.succeeded)
             or status_before == JobStatus.running
             else []
         )
