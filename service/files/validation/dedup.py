@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Bytes dropped before hashing for near duplicates: ASCII punctuation and whitespace.
 _IGNORED_BYTES = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ \t\n\r\x0b\x0c"
 _MASK64 = (1 << 64) - 1
 _MAX_LOAD = 0.75
+_GOLDEN = 0x9E3779B97F4A7C15  # the slot hash's multiplier (Fibonacci hashing)
 
 
 def hash64(data: bytes) -> int:
@@ -74,7 +79,7 @@ class HashIndex:
 
     def _slot(self, key: int) -> int:
         keys, mask = self._keys, self._mask
-        slot = (key * 0x9E3779B97F4A7C15 & _MASK64) >> 20 & mask
+        slot = (key * _GOLDEN & _MASK64) >> 20 & mask
         while True:
             stored = keys[slot]
             if stored == 0 or stored == key:
@@ -97,3 +102,37 @@ class HashIndex:
         self._lines[slot] = min(line, 0xFFFFFFFF)
         self.size += 1
         return None
+
+    def add_fresh(self, keys: np.ndarray, lines: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """Records at once every eligible key that is new for sure, and returns their mask;
+        the caller passes the rest to ``add_or_get``, in line order.
+
+        New for sure: its home slot is empty (with linear probing, a key whose home slot is
+        empty is absent), it occurs once in ``keys`` (the whole batch, eligible or not, so
+        no other line of the batch can claim to be first), and no other such key has the
+        same home slot. Inserting into empty slots never breaks another key's probe chain,
+        so the keys left to ``add_or_get`` are found, or placed, exactly as before."""
+        import numpy as np
+
+        fresh = np.zeros(len(keys), dtype=bool)
+        if not len(keys) or self.size + int(eligible.sum()) > self._limit:
+            return fresh  # near the load limit: the exact path keeps the saturation rule
+        table = np.frombuffer(self._keys, dtype=np.uint64)
+        slots = ((keys * np.uint64(_GOLDEN)) >> np.uint64(20) & np.uint64(self._mask)).astype(
+            np.intp
+        )
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        candidate = eligible & (counts[inverse] == 1) & (table[slots] == 0)
+        if candidate.any():
+            chosen = np.flatnonzero(candidate)
+            _, slot_inverse, slot_counts = np.unique(
+                slots[chosen], return_inverse=True, return_counts=True
+            )
+            chosen = chosen[slot_counts[slot_inverse] == 1]
+            table[slots[chosen]] = keys[chosen]
+            np.frombuffer(self._lines, dtype=np.uint32)[slots[chosen]] = np.minimum(
+                lines[chosen], 0xFFFFFFFF
+            )
+            self.size += len(chosen)
+            fresh[chosen] = True
+        return fresh

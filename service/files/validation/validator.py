@@ -223,6 +223,11 @@ def _check_duplicates(
     leak_indexes: tuple[HashIndex, HashIndex] | None,
     format_lines: dict[int, list[int]],
 ) -> None:
+    if leak_indexes is None and len(records) >= 4 * _VECTOR_MIN_RECORDS:
+        _check_duplicates_vectorised(
+            records, line_offset, sink, exact_index, near_index, format_lines
+        )
+        return
     cap = sink.cap
     for position in range(0, len(records), 4):
         line = records[position] + line_offset
@@ -250,6 +255,54 @@ def _check_duplicates(
             continue
         if near:
             first = near_index.add_or_get(near, line)
+            if first is not None:
+                sink.add(
+                    RawFinding(line, "near_duplicate", f"Nearly the same example as line {first}.")
+                )
+
+
+# Below this many examples a chunk goes through the per-line loop (numpy's set-up costs more).
+_VECTOR_MIN_RECORDS = 64
+
+
+def _check_duplicates_vectorised(
+    records: array[int],
+    line_offset: int,
+    sink: FindingSink,
+    exact_index: HashIndex,
+    near_index: HashIndex,
+    format_lines: dict[int, list[int]],
+) -> None:
+    """_check_duplicates for a training chunk, with the same findings in the same order:
+    the keys that are new for sure (nearly all of them) are recorded in one numpy step per
+    index, and only the rest go through ``add_or_get`` one line at a time, in line order.
+    A line whose exact key was new but whose near key was not still has its near key
+    checked in that loop."""
+    import numpy as np
+
+    table = np.frombuffer(records, dtype=np.uint64).reshape(-1, 4)
+    lines = table[:, 0] + np.uint64(line_offset)
+    exact, near, formats = table[:, 1], table[:, 2], table[:, 3]
+    cap = sink.cap
+    for code in np.unique(formats).tolist():
+        lines_of_format = format_lines.setdefault(code, [])
+        room = cap - len(lines_of_format)
+        if room > 0:
+            lines_of_format.extend(lines[formats == code][:room].tolist())
+    everyone = np.ones(len(exact), dtype=bool)
+    exact_new = exact_index.add_fresh(exact, lines, everyone)
+    has_near = near != 0
+    near_new = near_index.add_fresh(near, lines, exact_new & has_near)
+    settled = exact_new & (near_new | ~has_near)
+    for position in np.flatnonzero(~settled).tolist():
+        line, near_key = int(lines[position]), int(near[position])
+        if not exact_new[position]:
+            first = exact_index.add_or_get(int(exact[position]), line)
+            if first is not None:
+                sink.add(RawFinding(line, "exact_duplicate", f"Same example as line {first}."))
+                continue
+        if near_key:
+            first = near_index.add_or_get(near_key, line)
             if first is not None:
                 sink.add(
                     RawFinding(line, "near_duplicate", f"Nearly the same example as line {first}.")

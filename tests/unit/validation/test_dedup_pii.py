@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,56 @@ def test_findings_never_echo_the_full_secret() -> None:
 def test_luhn() -> None:
     assert luhn_valid("4111111111111111")
     assert not luhn_valid("4111111111111112")
+
+
+class _Collected:
+    """A FindingSink stand-in that keeps every finding in order."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.found = cap, []
+
+    def add(self, raw: Any, *, counted: bool = False) -> None:
+        self.found.append((raw.line, raw.code, raw.message))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_vectorised_duplicate_check_finds_what_the_line_loop_finds(seed: int) -> None:
+    """Same findings in the same order, same first lines, same index state: over chunks
+    with repeated keys, shared home slots, lines without a near key and a table that fills
+    up (the loop path is the one validation files take, with leak indexes)."""
+    import random
+    from array import array
+
+    from service.files.validation import validator
+
+    rng = random.Random(seed)
+    capacity = rng.choice([64, 256, 4096])
+    pool = [rng.getrandbits(64) or 1 for _ in range(rng.choice([20, 150, 3000]))]
+    near_pool = [rng.getrandbits(64) or 1 for _ in range(rng.choice([10, 200]))]
+    chunks = []
+    for _ in range(4):
+        rows = array("Q")
+        for line in range(1, rng.randint(64, 400)):
+            near = 0 if rng.random() < 0.2 else rng.choice(near_pool)
+            rows.extend([line, rng.choice(pool), near, rng.randint(0, 2)])
+        chunks.append(rows)
+
+    def run(vectorised: bool):
+        exact, near = HashIndex(capacity), HashIndex(capacity)
+        sink, formats, offset = _Collected(cap=50), {}, 0
+        no_leaks = (HashIndex(8), HashIndex(8))
+        for rows in chunks:
+            if vectorised:
+                validator._check_duplicates_vectorised(rows, offset, sink, exact, near, formats)
+            else:
+                validator._check_duplicates(rows, offset, sink, exact, near, no_leaks, formats)
+            offset += len(rows) // 4
+        state = (
+            [exact.get(k) for k in pool],
+            [near.get(k) for k in near_pool],
+            exact.saturated,
+            near.saturated,
+        )
+        return sink.found, formats, state
+
+    assert run(True) == run(False)
