@@ -81,6 +81,9 @@ class _Plan:
     # without the lease, which the poll takes when it runs, so a backlog of polls never
     # keeps the sweep from the job's next status check.
     follow: list[str] = field(default_factory=list)
+    # Follow-ups of a job that has just turned running: no checkpoint can be worth a call yet
+    # (the next metrics poll and the ending read them).
+    no_checkpoints: set[str] = field(default_factory=set)
     observed: dict[str, str] = field(default_factory=dict)  # job id -> new raw status
     # job id -> next status-check slot: nothing else to do until then.
     reschedule: dict[str, float] = field(default_factory=dict)
@@ -222,6 +225,8 @@ def _plan(claimed: list[_Due]) -> _Plan:
             elif status != due.upstream_status:
                 plan.observed[due.job_id] = upstream.status
                 plan.follow.append(due.job_id)  # its events and checkpoints follow
+                if status == JobStatus.running:
+                    plan.no_checkpoints.add(due.job_id)
                 plan.reschedule[due.job_id] = poll_groups.next_check(group, now)
             elif status == JobStatus.running and poll_groups.metrics_due(
                 due.job_id, due.due_at, interval
@@ -270,7 +275,8 @@ def sweep(owner_prefix: str) -> list[str]:
         for job_id in plan.poll:
             enqueue("jobs.poll", job_id, owner)
         for job_id in plan.follow:
-            enqueue("jobs.poll", job_id, owner, True)  # the status is known: events only
+            # The status is known: events (and checkpoints, unless it has just started).
+            enqueue("jobs.poll", job_id, owner, True, job_id not in plan.no_checkpoints)
     return [due.job_id for due in claimed]
 
 
@@ -496,13 +502,14 @@ def poll_now(job_id: str) -> None:
     poll(job_id, f"now:{ids.random_base62(8)}")
 
 
-def poll(job_id: str, owner: str, status_known: bool = False) -> None:
+def poll(job_id: str, owner: str, status_known: bool = False, checkpoints: bool = True) -> None:
     """One poll of one job under the lease the sweeper gave ``owner``.
 
     ``status_known``: the sweep enqueued it after reading (and recording) the job's status
     from its group's list call, so only events and checkpoints are read here; retrieving the
     job again would be a third request for nothing (a cancel asked for meanwhile still
-    retrieves, to pass it on)."""
+    retrieves, to pass it on). ``checkpoints`` False: the job has just turned running, so
+    its checkpoints wait for its next metrics poll or its ending."""
     if not _renew_lease(job_id, owner):
         return
     with session_scope() as session:
@@ -530,12 +537,11 @@ def poll(job_id: str, owner: str, status_known: bool = False) -> None:
         status_now = lifecycle.map_status(upstream.status) if upstream else status_before
         events = provider.list_new_events(upstream_id, cursor)
         # Checkpoints appear while running and at the end; skip the call before that.
-        checkpoints = (
-            provider.list_checkpoints(upstream_id)
-            if status_now in (JobStatus.running, JobStatus.succeeded)
+        wanted = (
+            status_now in (JobStatus.running, JobStatus.succeeded)
             or status_before == JobStatus.running
-            else []
         )
+        found = provider.list_checkpoints(upstream_id) if wanted and checkpoints else []
     except ProviderError as error:
         if error.kind == ErrorKind.not_found:
             error = ProviderError(
@@ -549,7 +555,7 @@ def poll(job_id: str, owner: str, status_known: bool = False) -> None:
         _back_off(job_id, owner, error)
         return
     try:
-        _sync(job_id, owner, upstream, events, checkpoints)
+        _sync(job_id, owner, upstream, events, found)
     except IntegrityError:
         # A concurrent sync inserted the same upstream event first; the next poll tidies up.
         log.warning("poll_sync_conflict", job_id=job_id)

@@ -21,8 +21,8 @@ def submit_job(self: Task, job_id: str) -> None:
 
 
 @app.task(name="jobs.poll")
-def poll_job(job_id: str, owner: str, status_known: bool = False) -> None:
-    tracking.poll(job_id, owner, status_known=status_known)
+def poll_job(job_id: str, owner: str, status_known: bool = False, checkpoints: bool = True) -> None:
+    tracking.poll(job_id, owner, status_known=status_known, checkpoints=checkpoints)
 
 
 @app.task(name="jobs.poll_now")
