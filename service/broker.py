@@ -115,8 +115,14 @@ def base_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _publisher_app() -> Celery:
+    return _publisher_app_for(get_settings().resolved_broker_url)
+
+
+@functools.cache
+def _publisher_app_for(broker_url: str) -> Celery:
+    # Keyed by the broker URL, not cached once per process: a process whose settings change
+    # (the test suite, one stack after another) never publishes to a stale broker.
     app = Celery("ftq-publisher")
     app.conf.update(base_config(get_settings()))
     return app
