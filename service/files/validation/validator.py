@@ -249,16 +249,32 @@ def _check_duplicates(
                         f"The example is {kind} training line {first}.",
                     )
                 )
+        _check_line(sink, exact_index, near_index, line, exact, near)
+
+
+def _check_line(
+    sink: FindingSink,
+    exact_index: HashIndex,
+    near_index: HashIndex,
+    line: int,
+    exact: int,
+    near: int,
+    *,
+    exact_is_new: bool = False,
+) -> None:
+    """One line against the indexes: its exact key first, then (unless it is an exact
+    duplicate) its near key, if it has one. ``exact_is_new``: already recorded as new."""
+    if not exact_is_new:
         first = exact_index.add_or_get(exact, line)
         if first is not None:
             sink.add(RawFinding(line, "exact_duplicate", f"Same example as line {first}."))
-            continue
-        if near:
-            first = near_index.add_or_get(near, line)
-            if first is not None:
-                sink.add(
-                    RawFinding(line, "near_duplicate", f"Nearly the same example as line {first}.")
-                )
+            return
+    if near:
+        first = near_index.add_or_get(near, line)
+        if first is not None:
+            sink.add(
+                RawFinding(line, "near_duplicate", f"Nearly the same example as line {first}.")
+            )
 
 
 # Below this many examples a chunk goes through the per-line loop (numpy's set-up costs more).
@@ -295,18 +311,15 @@ def _check_duplicates_vectorised(
     near_new = near_index.add_fresh(near, lines, exact_new & has_near)
     settled = exact_new & (near_new | ~has_near)
     for position in np.flatnonzero(~settled).tolist():
-        line, near_key = int(lines[position]), int(near[position])
-        if not exact_new[position]:
-            first = exact_index.add_or_get(int(exact[position]), line)
-            if first is not None:
-                sink.add(RawFinding(line, "exact_duplicate", f"Same example as line {first}."))
-                continue
-        if near_key:
-            first = near_index.add_or_get(near_key, line)
-            if first is not None:
-                sink.add(
-                    RawFinding(line, "near_duplicate", f"Nearly the same example as line {first}.")
-                )
+        _check_line(
+            sink,
+            exact_index,
+            near_index,
+            int(lines[position]),
+            int(exact[position]),
+            int(near[position]),
+            exact_is_new=bool(exact_new[position]),
+        )
 
 
 def _check_formats(scan: FileScan, sink: FindingSink, format_lines: dict[int, list[int]]) -> None:
